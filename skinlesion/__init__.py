@@ -1,0 +1,1 @@
+"""Dermoscopic skin-lesion classification on HAM10000, tracked with DVC."""

@@ -1,0 +1,30 @@
+"""Where to run, and in which precision."""
+
+from __future__ import annotations
+
+import torch
+
+from .params import ParamsError
+
+
+def pick_device(spec: str = "auto") -> torch.device:
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if spec.startswith("cuda") and not torch.cuda.is_available():
+        raise ParamsError(f"train.device is {spec!r} but no CUDA device is visible; use auto or cpu")
+    return torch.device(spec)
+
+
+def autocast_dtype(device: torch.device) -> torch.dtype | None:
+    """bf16 where the GPU supports it (no loss scaling needed), else fp16; fp32 on the CPU."""
+    if device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def prepare_batch(images: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Copy a uint8 batch to the device; channels_last on CUDA, where depthwise convs need it."""
+    images = images.to(device, non_blocking=True)
+    if device.type == "cuda":
+        images = images.contiguous(memory_format=torch.channels_last)
+    return images

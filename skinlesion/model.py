@@ -1,0 +1,99 @@
+"""The classifier: a timm backbone with its normalisation, saved as safetensors plus a JSON card.
+
+The card (architecture, classes, image size, normalisation, params, validation metrics) is all
+that evaluate, gradcam and the app need to rebuild exactly the trained model. No pickle anywhere.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import timm
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from . import atomic
+from .classes import CLASSES
+from .transforms import normalize
+
+
+class PretrainedWeightsError(RuntimeError):
+    pass
+
+
+class LesionClassifier(nn.Module):
+    """uint8 or float images in [0, 255], NCHW -> class logits."""
+
+    def __init__(self, backbone: nn.Module, mean: tuple[float, ...], std: tuple[float, ...]):
+        super().__init__()
+        self.backbone = backbone
+        self.mean, self.std = tuple(mean), tuple(std)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.backbone(normalize(images, self.mean, self.std))
+
+    def cam_layer(self) -> nn.Module:
+        """The last convolution, where Grad-CAM looks (conv_head in EfficientNets)."""
+        convs = [m for m in self.backbone.modules() if isinstance(m, nn.Conv2d)]
+        return convs[-1]
+
+
+class FoldEnsemble(nn.Module):
+    """Averages the probabilities of several fold models; returns their log, a valid logit."""
+
+    def __init__(self, members: list[LesionClassifier]):
+        super().__init__()
+        self.members = nn.ModuleList(members)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        probs = torch.stack([m(images).float().softmax(dim=1) for m in self.members]).mean(dim=0)
+        return probs.clamp_min(1e-12).log()
+
+    def cam_layers(self) -> list[nn.Module]:
+        return [m.cam_layer() for m in self.members]
+
+
+def create(name: str, *, pretrained: bool, drop_rate: float = 0.0) -> LesionClassifier:
+    try:
+        backbone = timm.create_model(name, pretrained=pretrained, num_classes=len(CLASSES), drop_rate=drop_rate)
+    except Exception as e:  # hub errors come as many types: offline, HTTP, missing file
+        if not pretrained:
+            raise
+        raise PretrainedWeightsError(
+            f"could not fetch ImageNet weights for {name!r} ({type(e).__name__}: {e}). "
+            "Connect to the internet once (timm caches the weights under ~/.cache/huggingface), "
+            "or set model.pretrained: false to train from scratch (the offline demo does)."
+        ) from None
+    cfg = backbone.pretrained_cfg
+    return LesionClassifier(backbone, cfg.get("mean", (0.485, 0.456, 0.406)), cfg.get("std", (0.229, 0.224, 0.225)))
+
+
+def save(model: LesionClassifier, card: dict, folder: Path, stem: str) -> None:
+    """Write <stem>.safetensors and <stem>.json, each atomically; the card names the weights file."""
+    folder = Path(folder)
+    weights = {k: v.detach().cpu().contiguous() for k, v in model.backbone.state_dict().items()}
+    with atomic.atomic_path(folder / f"{stem}.safetensors") as tmp:
+        save_file(weights, str(tmp))
+    card = {**card, "weights": f"{stem}.safetensors", "mean": list(model.mean), "std": list(model.std)}
+    atomic.write_json(folder / f"{stem}.json", card)
+
+
+def load(card_path: Path, device: torch.device | str = "cpu") -> tuple[LesionClassifier, dict]:
+    card_path = Path(card_path)
+    card = json.loads(card_path.read_text())
+    if tuple(card["classes"]) != CLASSES:
+        raise ValueError(f"{card_path}: model classes {card['classes']} differ from {list(CLASSES)}")
+    backbone = timm.create_model(card["architecture"], pretrained=False, num_classes=len(CLASSES))
+    backbone.load_state_dict(load_file(str(card_path.parent / card["weights"])))
+    model = LesionClassifier(backbone, card["mean"], card["std"]).to(device).eval()
+    return model, card
+
+
+def load_ensemble(folder: Path, device: torch.device | str = "cpu") -> tuple[FoldEnsemble, list[dict]]:
+    cards = sorted(Path(folder).glob("fold*.json"))
+    if not cards:
+        raise FileNotFoundError(f"no model cards in {folder}; run `dvc repro train` (or `dvc pull`) first")
+    loaded = [load(c, device) for c in cards]
+    return FoldEnsemble([m for m, _ in loaded]).to(device).eval(), [c for _, c in loaded]

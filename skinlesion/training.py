@@ -1,0 +1,155 @@
+"""The training loop for one cross-validation fold."""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import random
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from . import model as model_lib
+from .classes import CLASSES
+from .dataset import LesionImages
+from .device import autocast_dtype, pick_device, prepare_batch
+from .losses import FocalLoss
+from .metrics import balanced_accuracy
+from .params import Params
+from .sampling import weighted_sampler
+from .transforms import eval_transform, train_transform
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _seed_worker(worker_id: int) -> None:
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+def default_workers(device: torch.device) -> int:
+    # On the CPU both cores are busy with the model, and images are already decoded in memory.
+    return 0 if device.type == "cpu" else min(8, max(1, (os.cpu_count() or 2) - 1))
+
+
+def warmup_cosine(step: int, warmup_steps: int, total_steps: int) -> float:
+    """Learning-rate factor: linear warmup to 1, then cosine decay to 0."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def mixup(images: torch.Tensor, targets: torch.Tensor, alpha: float, n_classes: int):
+    """Mixup (Zhang et al. 2018) on float images and one-hot targets."""
+    lam = float(np.random.beta(alpha, alpha))
+    perm = torch.randperm(images.shape[0], device=images.device)
+    onehot = torch.nn.functional.one_hot(targets, n_classes).float()
+    return lam * images + (1 - lam) * images[perm], lam * onehot + (1 - lam) * onehot[perm]
+
+
+@dataclass
+class FoldResult:
+    model: model_lib.LesionClassifier  # with the best epoch's weights
+    history: list[dict]
+    best: dict
+
+
+@torch.no_grad()
+def predict(model, loader, device, amp_dtype) -> tuple[np.ndarray, np.ndarray]:
+    model.eval()
+    logits, labels = [], []
+    for images, y in loader:
+        images = prepare_batch(images, device)
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            logits.append(model(images).float().cpu())
+        labels.append(y)
+    return torch.cat(logits).numpy(), torch.cat(labels).numpy()
+
+
+def train_fold(train_frame: pd.DataFrame, val_frame: pd.DataFrame, params: Params, fold: int) -> FoldResult:
+    p, img_size = params.train, params.data.img_size
+    seed = params.seed + fold
+    seed_everything(seed)
+    device = pick_device(p.device)
+    amp_dtype = autocast_dtype(device)
+    workers = default_workers(device) if p.num_workers < 0 else p.num_workers
+
+    train_set = LesionImages(train_frame, img_size, train_transform(img_size, p.augment))
+    val_set = LesionImages(val_frame, img_size, eval_transform(img_size))
+    sampler = weighted_sampler(train_set.labels, len(CLASSES), p.sampler_power, seed) if p.weighted_sampler else None
+    loader_args = dict(num_workers=workers, pin_memory=device.type == "cuda", worker_init_fn=_seed_worker,
+                       persistent_workers=workers > 0)
+    train_loader = DataLoader(train_set, batch_size=p.batch_size, sampler=sampler, shuffle=sampler is None,
+                              drop_last=len(train_set) > p.batch_size,
+                              generator=torch.Generator().manual_seed(seed), **loader_args)
+    val_loader = DataLoader(val_set, batch_size=p.batch_size * 2, **loader_args)
+
+    model = model_lib.create(params.model.name, pretrained=params.model.pretrained,
+                             drop_rate=params.model.drop_rate).to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+        torch.backends.cudnn.benchmark = True
+    alpha = None if p.focal_alpha is None else torch.tensor(p.focal_alpha)
+    criterion = FocalLoss(p.focal_gamma, alpha).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=p.lr, weight_decay=p.weight_decay,
+                                  fused=device.type == "cuda")
+    steps_per_epoch = len(train_loader)
+    total = steps_per_epoch * p.epochs
+    warmup = int(p.warmup_epochs * steps_per_epoch)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup_cosine(s, warmup, total))
+    scaler = torch.amp.GradScaler(enabled=amp_dtype == torch.float16)
+
+    history, best, best_state = [], {"val_balanced_accuracy": -1.0}, None
+    for epoch in range(1, p.epochs + 1):
+        model.train()
+        started, seen, loss_sum = time.perf_counter(), 0, 0.0
+        bar = tqdm(train_loader, desc=f"fold {fold} epoch {epoch}/{p.epochs}", leave=False)
+        for images, targets in bar:
+            images = prepare_batch(images, device)
+            targets = targets.to(device, non_blocking=True)
+            if p.mixup_alpha > 0:
+                images, targets = mixup(images.float(), targets, p.mixup_alpha, len(CLASSES))
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                loss = criterion(model(images), targets)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            seen += images.shape[0]
+            loss_sum += loss.item() * images.shape[0]
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+        train_seconds = time.perf_counter() - started
+
+        logits, labels = predict(model, val_loader, device, amp_dtype)
+        val_loss = criterion(torch.from_numpy(logits).to(device), torch.from_numpy(labels).to(device)).item()
+        row = {
+            "epoch": epoch,
+            "train_loss": loss_sum / seen,
+            "val_loss": val_loss,
+            "val_balanced_accuracy": balanced_accuracy(labels, logits.argmax(axis=1)),
+            "lr": optimizer.param_groups[0]["lr"],
+            "train_images_per_second": seen / train_seconds,
+        }
+        history.append(row)
+        print(f"fold {fold} epoch {epoch}/{p.epochs}: train_loss {row['train_loss']:.4f}  "
+              f"val_loss {val_loss:.4f}  val_bal_acc {row['val_balanced_accuracy']:.4f}  "
+              f"({row['train_images_per_second']:.1f} img/s)", flush=True)
+        if row["val_balanced_accuracy"] > best["val_balanced_accuracy"]:
+            best = {"epoch": epoch, "val_balanced_accuracy": row["val_balanced_accuracy"], "val_loss": val_loss}
+            best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
+
+    model.load_state_dict(best_state)
+    return FoldResult(model=model.cpu().to(memory_format=torch.contiguous_format).eval(), history=history, best=best)
