@@ -54,7 +54,7 @@ class SplitParams:
 class ModelParams:
     name: str = "efficientnet_b3"  # any timm model name
     pretrained: bool = True  # ImageNet initialisation; the offline demo sets false
-    drop_rate: float = 0.3
+    drop_rate: float = 0.1
 
     def check(self) -> None:
         import timm
@@ -69,14 +69,15 @@ class ModelParams:
 class AugmentParams:
     hflip: float = 0.5
     vflip: float = 0.5
-    rotate: float = 180.0  # dermoscopy has no canonical orientation
+    rotate90: float = 0.5  # dermoscopy has no canonical orientation; lossless quarter turns
+    rotate: float = 0.0  # arbitrary angles up to this many degrees (edges are reflected)
     min_scale: float = 0.75  # RandomResizedCrop's lower area bound
     brightness: float = 0.1  # small: colour is diagnostic in dermoscopy
     contrast: float = 0.1
     hue: float = 0.02
 
     def check(self) -> None:
-        for name in ("hflip", "vflip", "brightness", "contrast", "hue"):
+        for name in ("hflip", "vflip", "rotate90", "brightness", "contrast", "hue"):
             _between(f"train.augment.{name}", getattr(self, name), 0.0, 1.0)
         _between("train.augment.rotate", self.rotate, 0.0, 180.0)
         _between("train.augment.min_scale", self.min_scale, 0.05, 1.0)
