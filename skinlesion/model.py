@@ -66,6 +66,11 @@ def create(name: str, *, pretrained: bool, drop_rate: float = 0.0) -> LesionClas
             "Connect to the internet once (timm caches the weights under ~/.cache/huggingface), "
             "or set model.pretrained: false to train from scratch (the offline demo does)."
         ) from None
+    # Start from uniform predictions: a random head on untrained features gives large logits and a
+    # first epoch spent undoing them (focal loss ~4.5 instead of ln 7 * (6/7)^2 ~ 1.4).
+    head = backbone.get_classifier()
+    nn.init.zeros_(head.weight)
+    nn.init.zeros_(head.bias)
     cfg = backbone.pretrained_cfg
     return LesionClassifier(backbone, cfg.get("mean", (0.485, 0.456, 0.406)), cfg.get("std", (0.229, 0.224, 0.225)))
 
