@@ -142,7 +142,7 @@ _NO_STRUCTURES: dict = dict(
 LESION_STYLES: dict[str, dict] = {
     # Nevus: small/medium, round, regular, uniform tan-brown, regular network fading at the rim.
     "nv": {**_NO_STRUCTURES,
-           "radius": (0.17, 0.28), "aspect": (0.75, 1.0), "irregularity": (0.02, 0.06),
+           "radius": (0.19, 0.31), "aspect": (0.75, 1.0), "irregularity": (0.02, 0.06),
            "jaggedness": (0.0, 0.015), "softness": (0.15, 0.3), "opacity": (0.82, 0.95),
            "centre": (140, 70, 44), "edge": (184, 106, 78), "darkness": (0.75, 1.08), "colour_jitter": 12,
            "mottling": 0.07, "grain": 0.08,
@@ -151,7 +151,7 @@ LESION_STYLES: dict[str, dict] = {
     # Melanoma: large, asymmetric, notched border, several colours (dark brown, black, blue-grey veil,
     # red/pink, whitish regression), atypical network, irregular dots at the periphery.
     "mel": {**_NO_STRUCTURES,
-            "radius": (0.27, 0.42), "aspect": (0.6, 0.95), "irregularity": (0.08, 0.16),
+            "radius": (0.29, 0.44), "aspect": (0.6, 0.95), "irregularity": (0.08, 0.16),
             "jaggedness": (0.02, 0.05), "softness": (0.06, 0.16), "opacity": (0.88, 0.98),
             "centre": (100, 56, 40), "edge": (156, 96, 70), "darkness": (0.85, 1.1),
             "mottling": 0.15, "grain": 0.08,
@@ -164,7 +164,7 @@ LESION_STYLES: dict[str, dict] = {
     # Seborrhoeic keratosis / benign keratosis: light-to-mid brown, waxy, sharply demarcated
     # ("stuck-on"), fissures and ridges (cerebriform), milia-like cysts, comedo-like openings.
     "bkl": {**_NO_STRUCTURES,
-            "radius": (0.24, 0.4), "aspect": (0.65, 0.95), "irregularity": (0.04, 0.10),
+            "radius": (0.28, 0.44), "aspect": (0.65, 0.95), "irregularity": (0.04, 0.10),
             "jaggedness": (0.015, 0.035), "softness": (0.03, 0.08), "opacity": (0.75, 0.9),
             "centre": (194, 146, 118), "edge": (204, 160, 132), "darkness": (0.8, 1.05),
             "mottling": 0.1, "grain": 0.12, "gradient": 2.5,
@@ -174,28 +174,28 @@ LESION_STYLES: dict[str, dict] = {
     # Basal cell carcinoma: pink/pearly translucent, ill-defined, blue-grey ovoid nests, red arborizing
     # vessels, sometimes a small crusted ulceration.
     "bcc": {**_NO_STRUCTURES,
-            "radius": (0.24, 0.38), "aspect": (0.65, 1.0), "irregularity": (0.05, 0.12),
+            "radius": (0.26, 0.4), "aspect": (0.65, 1.0), "irregularity": (0.05, 0.12),
             "jaggedness": (0.01, 0.03), "softness": (0.25, 0.4), "opacity": (0.78, 0.9),
             "centre": (234, 172, 180), "edge": (238, 188, 194), "mottling": 0.05, "grain": 0.05,
             "blotches": (((120, 52, 45), (0.0, 0.06)),),
             "nests": (3, 8), "nest_colour": (84, 96, 128), "nest_size": (0.12, 0.28), "vessels": (3, 6)},
     # Actinic keratosis / Bowen: red-pink, ill-defined, white-yellow scale, dotted/glomerular vessels.
     "akiec": {**_NO_STRUCTURES,
-              "radius": (0.24, 0.4), "aspect": (0.65, 1.0), "irregularity": (0.05, 0.12),
+              "radius": (0.26, 0.42), "aspect": (0.65, 1.0), "irregularity": (0.05, 0.12),
               "jaggedness": (0.02, 0.05), "softness": (0.35, 0.55), "opacity": (0.72, 0.88),
               "centre": (204, 84, 84), "edge": (220, 122, 120), "mottling": 0.1, "grain": 0.08,
               "scale": (0.12, 0.3),
               "dots": (25, 60), "dot_colour": (182, 44, 54), "dot_size": (0.003, 0.007)},
     # Dermatofibroma: small, delicate light-brown network at the periphery, central white scar patch.
     "df": {**_NO_STRUCTURES,
-           "radius": (0.15, 0.24), "aspect": (0.75, 1.0), "irregularity": (0.02, 0.06),
+           "radius": (0.16, 0.26), "aspect": (0.75, 1.0), "irregularity": (0.02, 0.06),
            "jaggedness": (0.0, 0.02), "softness": (0.25, 0.4), "opacity": (0.75, 0.9),
            "centre": (150, 96, 74), "edge": (160, 104, 82), "gradient": 1.0,
            "network": (0.25, 0.4), "network_zone": (0.45, 1.05),
            "scar": (0.45, 0.65)},
     # Vascular: red/purple/dark-red lacunae separated by lighter septa, sharply demarcated.
     "vasc": {**_NO_STRUCTURES,
-             "radius": (0.13, 0.26), "aspect": (0.7, 1.0), "irregularity": (0.04, 0.1),
+             "radius": (0.14, 0.28), "aspect": (0.7, 1.0), "irregularity": (0.04, 0.1),
              "jaggedness": (0.01, 0.03), "softness": (0.03, 0.08), "opacity": (0.92, 1.0),
              "centre": (190, 60, 88), "edge": (200, 78, 104), "mottling": 0.08,
              "lacunae": (8, 20),
@@ -226,18 +226,18 @@ class Domain:
 
 DOMAINS: dict[str, Domain] = {
     "ham": Domain(
-        skin_tones=((238, 194, 190), (232, 186, 170), (222, 194, 212), (232, 176, 176)),
+        skin_tones=((238, 194, 190), (232, 186, 170), (228, 192, 200), (232, 180, 178)),
         skin_darkness=(0.93, 1.03), colour_cast=(1.0, 1.0, 1.0), cast_jitter=0.015,
         brightness=(0.94, 1.04), zoom=(0.88, 1.15), blur=(0.0, 0.6), sensor_noise=0.0,
-        jpeg_quality=92, p_vignette=0.12, p_hair=0.3, p_ruler=0.06, p_ink=0.04,
-        p_bubbles=0.15, p_specular=0.3),
+        jpeg_quality=92, p_vignette=0.08, p_hair=0.25, p_ruler=0.05, p_ink=0.03,
+        p_bubbles=0.1, p_specular=0.2),
     # Other clinics: more pigmented skin, warm/yellowish lamp, dimmer, higher magnification,
     # softer optics, a noisier sensor and stronger JPEG compression.
     "unified": Domain(
-        skin_tones=((232, 188, 176), (224, 176, 156), (236, 194, 188), (214, 164, 142)),
-        skin_darkness=(0.92, 1.0), colour_cast=(1.02, 1.0, 0.96), cast_jitter=0.025,
-        brightness=(0.9, 1.0), zoom=(0.95, 1.25), blur=(0.5, 1.1), sensor_noise=0.015,
-        jpeg_quality=75, p_vignette=0.3, p_hair=0.3, p_ruler=0.06, p_ink=0.04,
+        skin_tones=((228, 182, 166), (218, 168, 146), (232, 190, 180), (204, 154, 130)),
+        skin_darkness=(0.85, 0.98), colour_cast=(1.05, 1.0, 0.9), cast_jitter=0.03,
+        brightness=(0.85, 0.97), zoom=(1.0, 1.3), blur=(0.7, 1.4), sensor_noise=0.02,
+        jpeg_quality=72, p_vignette=0.3, p_hair=0.3, p_ruler=0.06, p_ink=0.04,
         p_bubbles=0.25, p_specular=0.3),
 }
 

@@ -33,9 +33,12 @@ def seed_everything(seed: int) -> None:
 
 
 def _seed_worker(worker_id: int) -> None:
+    """Each loader worker gets its own stream, derived from the loader's seeded generator; without
+    this, every worker would copy one albumentations state and draw identical augmentations."""
     seed = torch.initial_seed() % 2**32
     np.random.seed(seed)
     random.seed(seed)
+    torch.utils.data.get_worker_info().dataset.transform.set_random_seed(seed)
 
 
 def default_workers(device: torch.device) -> int:
@@ -86,7 +89,7 @@ def train_fold(train_frame: pd.DataFrame, val_frame: pd.DataFrame, params: Param
     amp_dtype = autocast_dtype(device)
     workers = default_workers(device) if p.num_workers < 0 else p.num_workers
 
-    train_set = LesionImages(train_frame, img_size, train_transform(img_size, p.augment))
+    train_set = LesionImages(train_frame, img_size, train_transform(img_size, p.augment, seed))
     val_set = LesionImages(val_frame, img_size, eval_transform(img_size))
     sampler = weighted_sampler(train_set.labels, len(CLASSES), p.sampler_power, seed) if p.weighted_sampler else None
     loader_args = dict(num_workers=workers, pin_memory=device.type == "cuda", worker_init_fn=_seed_worker,

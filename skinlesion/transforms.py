@@ -14,7 +14,8 @@ import torch
 from .params import AugmentParams
 
 
-def train_transform(img_size: int, aug: AugmentParams) -> A.Compose:
+def train_transform(img_size: int, aug: AugmentParams, seed: int) -> A.Compose:
+    """Albumentations keeps its own random state, so it is seeded here (and per loader worker)."""
     return A.Compose([
         A.RandomResizedCrop(size=(img_size, img_size), scale=(aug.min_scale, 1.0), ratio=(0.75, 1.333)),
         A.HorizontalFlip(p=aug.hflip),
@@ -22,7 +23,7 @@ def train_transform(img_size: int, aug: AugmentParams) -> A.Compose:
         A.RandomRotate90(p=aug.rotate90),
         A.Affine(rotate=(-aug.rotate, aug.rotate), border_mode=cv2.BORDER_REFLECT_101, p=0.5 if aug.rotate else 0.0),
         A.ColorJitter(brightness=aug.brightness, contrast=aug.contrast, saturation=0.0, hue=aug.hue, p=0.8),
-    ])
+    ], seed=seed)
 
 
 def eval_transform(img_size: int) -> A.Compose:

@@ -43,7 +43,8 @@ def external_manifest(data, seed: int):
 
 def main(args) -> None:
     params = load_params(args.params)
-    RAW.mkdir(parents=True, exist_ok=True)
+    for folder in ("ham10000", "external"):  # DVC outputs, so they exist even when unused
+        (RAW / folder).mkdir(parents=True, exist_ok=True)
     ham = ham10000_manifest(params.data, params.seed)
     external = external_manifest(params.data, params.seed)
     manifest.write(MANIFESTS / "ham10000.csv", ham)

@@ -1,3 +1,4 @@
+import re
 from pathlib import Path
 
 import pytest
@@ -42,5 +43,5 @@ def test_bad_params_name_the_key_and_value(tmp_path, edit, fragment):
 
 def test_scientific_notation_without_a_dot_is_a_float(tmp_path):
     path = tmp_path / "params.yaml"
-    path.write_text((REPO / "params.yaml").read_text().replace("lr: 0.001", "lr: 3e-4"))
+    path.write_text(re.sub(r"^  lr: .*$", "  lr: 3e-4", (REPO / "params.yaml").read_text(), flags=re.M))
     assert load_params(path).train.lr == pytest.approx(3e-4)
