@@ -27,3 +27,7 @@ def run(main: Callable[[argparse.Namespace], None], parser: argparse.ArgumentPar
     except USER_ERRORS as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted; outputs are unchanged, and `dvc repro` resumes training from the last "
+              "checkpoint", file=sys.stderr)
+        sys.exit(130)

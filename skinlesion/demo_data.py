@@ -34,7 +34,10 @@ Design
   domain shift for external validation.
 * **Determinism.** Every generator is ``numpy.random.default_rng`` seeded from a tuple of integers
   ``(seed, stream, index...)``; iteration orders are fixed tuples; JPEG quality is fixed. Same
-  arguments -> byte-identical files.
+  arguments -> byte-identical files (for the same numpy/Pillow/libjpeg builds: another encoder or
+  float library may change bytes, not the distribution).
+
+:func:`render_demo_image` renders a single image and mask (contact sheets, notebooks).
 """
 
 from __future__ import annotations

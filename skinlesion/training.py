@@ -8,6 +8,7 @@ import os
 import random
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -15,6 +16,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from . import checkpoint
 from . import model as model_lib
 from .classes import CLASSES
 from .dataset import LesionImages
@@ -81,7 +83,13 @@ def predict(model, loader, device, amp_dtype) -> tuple[np.ndarray, np.ndarray]:
     return torch.cat(logits).numpy(), torch.cat(labels).numpy()
 
 
-def train_fold(train_frame: pd.DataFrame, val_frame: pd.DataFrame, params: Params, fold: int) -> FoldResult:
+def epoch_seed(seed: int, epoch: int) -> int:
+    return seed * 10_000 + epoch
+
+
+def train_fold(train_frame: pd.DataFrame, val_frame: pd.DataFrame, params: Params, fold: int,
+               checkpoint_path: Path | None = None) -> FoldResult:
+    """Train one fold; with `checkpoint_path`, save after every epoch and resume from a valid checkpoint."""
     p, img_size = params.train, params.data.img_size
     seed = params.seed + fold
     seed_everything(seed)
@@ -92,8 +100,8 @@ def train_fold(train_frame: pd.DataFrame, val_frame: pd.DataFrame, params: Param
     train_set = LesionImages(train_frame, img_size, train_transform(img_size, p.augment, seed))
     val_set = LesionImages(val_frame, img_size, eval_transform(img_size))
     sampler = weighted_sampler(train_set.labels, len(CLASSES), p.sampler_power, seed) if p.weighted_sampler else None
-    loader_args = dict(num_workers=workers, pin_memory=device.type == "cuda", worker_init_fn=_seed_worker,
-                       persistent_workers=workers > 0)
+    # Workers are restarted every epoch so that their seeds, too, follow the per-epoch reseeding.
+    loader_args = dict(num_workers=workers, pin_memory=device.type == "cuda", worker_init_fn=_seed_worker)
     train_loader = DataLoader(train_set, batch_size=p.batch_size, sampler=sampler, shuffle=sampler is None,
                               drop_last=len(train_set) > p.batch_size,
                               generator=torch.Generator().manual_seed(seed), **loader_args)
@@ -114,8 +122,26 @@ def train_fold(train_frame: pd.DataFrame, val_frame: pd.DataFrame, params: Param
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup_cosine(s, warmup, total))
     scaler = torch.amp.GradScaler(enabled=amp_dtype == torch.float16)
 
-    history, best, best_state = [], {"val_balanced_accuracy": -1.0}, None
-    for epoch in range(1, p.epochs + 1):
+    history, best, best_state, start = [], {"val_balanced_accuracy": -1.0}, None, 1
+    run_fingerprint = checkpoint.fingerprint(params, fold, train_frame, val_frame)
+    state = checkpoint.load(checkpoint_path, run_fingerprint) if checkpoint_path else None
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        history, best, best_state, start = state["history"], state["best"], state["best_state"], state["epoch"] + 1
+        print(f"fold {fold}: resuming from the checkpoint after epoch {state['epoch']}/{p.epochs}", flush=True)
+
+    for epoch in range(start, p.epochs + 1):
+        # All randomness of an epoch (sampling order, augmentation, dropout, mixup) follows from
+        # (seed, epoch) alone, so a resumed run replays it exactly.
+        s = epoch_seed(seed, epoch)
+        seed_everything(s)
+        train_set.transform.set_random_seed(s)
+        train_loader.generator.manual_seed(s)
+        if sampler is not None:
+            sampler.generator.manual_seed(s)
         model.train()
         started, seen, loss_sum = time.perf_counter(), 0, 0.0
         bar = tqdm(train_loader, desc=f"fold {fold} epoch {epoch}/{p.epochs}", leave=False)
@@ -147,12 +173,18 @@ def train_fold(train_frame: pd.DataFrame, val_frame: pd.DataFrame, params: Param
             "train_images_per_second": seen / train_seconds,
         }
         history.append(row)
-        print(f"fold {fold} epoch {epoch}/{p.epochs}: train_loss {row['train_loss']:.4f}  "
-              f"val_loss {val_loss:.4f}  val_bal_acc {row['val_balanced_accuracy']:.4f}  "
-              f"({row['train_images_per_second']:.1f} img/s)", flush=True)
         if row["val_balanced_accuracy"] > best["val_balanced_accuracy"]:
             best = {"epoch": epoch, "val_balanced_accuracy": row["val_balanced_accuracy"], "val_loss": val_loss}
             best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
+        if checkpoint_path:
+            checkpoint.save(checkpoint_path, {
+                "fingerprint": run_fingerprint, "epoch": epoch, "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "scaler": scaler.state_dict(), "history": history, "best": best, "best_state": best_state})
+        # Printed once the checkpoint is on disk: a run killed after this line resumes after this epoch.
+        print(f"fold {fold} epoch {epoch}/{p.epochs}: train_loss {row['train_loss']:.4f}  "
+              f"val_loss {val_loss:.4f}  val_bal_acc {row['val_balanced_accuracy']:.4f}  "
+              f"({row['train_images_per_second']:.1f} img/s)", flush=True)
 
     model.load_state_dict(best_state)
     return FoldResult(model=model.cpu().to(memory_format=torch.contiguous_format).eval(), history=history, best=best)

@@ -4,7 +4,10 @@
 
 Output: models/fold<k>.safetensors + fold<k>.json (the model card), plots/train/fold<k>.csv
 (per-epoch curves), metrics/train.json (best validation epoch per fold).
+A checkpoint per fold in checkpoints/ (kept by DVC between runs) lets a killed run resume.
 """
+
+from pathlib import Path
 
 import pandas as pd
 
@@ -12,6 +15,8 @@ from skinlesion import atomic, cli, model, splitting
 from skinlesion.classes import CLASSES
 from skinlesion.params import as_dict, load_params
 from skinlesion.training import train_fold
+
+CHECKPOINTS = Path("checkpoints")
 
 
 def main(args) -> None:
@@ -22,7 +27,8 @@ def main(args) -> None:
     for fold in params.train.folds:
         print(f"fold {fold}: {int((cv['fold'] != fold).sum())} training, {int((cv['fold'] == fold).sum())} "
               f"validation images", flush=True)
-        results[fold] = train_fold(cv[cv["fold"] != fold], cv[cv["fold"] == fold], params, fold)
+        results[fold] = train_fold(cv[cv["fold"] != fold], cv[cv["fold"] == fold], params, fold,
+                                   checkpoint_path=CHECKPOINTS / f"fold{fold}.pt")
 
     with atomic.atomic_dir("models") as models, atomic.atomic_dir("plots/train") as curves:
         for fold, result in results.items():

@@ -104,3 +104,18 @@ def test_atomic_dir_keeps_the_previous_output_when_the_writer_fails(tmp_path):
             raise RuntimeError("killed midway")
     assert [p.name for p in tmp_path.iterdir()] == ["models"]
     assert (target / "fold0.json").read_text() == "old"
+
+
+def test_corrupt_or_truncated_jpeg_names_the_file(tmp_path):
+    from skinlesion.images import load_rgb
+
+    good = tmp_path / "good.jpg"
+    jpg(good, size=(600, 450))
+    truncated = tmp_path / "truncated.jpg"
+    truncated.write_bytes(good.read_bytes()[:300])
+    garbage = tmp_path / "garbage.jpg"
+    garbage.write_bytes(b"not a jpeg at all")
+    assert load_rgb(good, 64).shape == (64, 85, 3)
+    for bad in (truncated, garbage):
+        with pytest.raises(DataError, match=f"cannot read image {bad}"):
+            load_rgb(bad, 64)

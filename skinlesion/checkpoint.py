@@ -1,0 +1,50 @@
+"""Resumable training: one checkpoint per fold, written atomically at the end of every epoch.
+
+Training re-seeds all randomness from (seed, epoch) at the start of every epoch, so a checkpoint
+needs no RNG state: after a kill, the rerun replays the remaining epochs exactly as the
+uninterrupted run would have. Checkpoints are read with `weights_only=True` (tensors and plain
+data only), so a checkpoint file cannot run code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from . import atomic
+from .params import Params, as_dict
+
+
+def fingerprint(params: Params, fold: int, train_frame: pd.DataFrame, val_frame: pd.DataFrame) -> str:
+    """What a checkpoint is valid for: the params that shape training and the exact images."""
+    relevant = {"seed": params.seed, "img_size": params.data.img_size, "fold": fold,
+                "model": as_dict(params.model), "train": as_dict(params.train),
+                "train_images": train_frame["image_id"].tolist(), "val_images": val_frame["image_id"].tolist(),
+                "labels": train_frame["dx"].tolist() + val_frame["dx"].tolist()}
+    return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()
+
+
+def save(path: Path, state: dict) -> None:
+    with atomic.atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def load(path: Path, expected_fingerprint: str) -> dict | None:
+    """The checkpoint at `path`, or None (with the reason printed) if it is absent, unreadable or stale."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated or corrupt: any of several unpickling and zip errors
+        print(f"checkpoint {path} is unreadable ({type(e).__name__}); starting this fold from scratch", flush=True)
+        return None
+    if not isinstance(state, dict) or state.get("fingerprint") != expected_fingerprint:
+        print(f"checkpoint {path} was made with other params or data; ignoring it and starting from scratch",
+              flush=True)
+        return None
+    return state
