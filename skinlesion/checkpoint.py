@@ -12,20 +12,24 @@ import hashlib
 import json
 from pathlib import Path
 
-import pandas as pd
 import torch
 
 from . import atomic
+from .dataset import LesionImages
 from .params import Params, as_dict
 
 
-def fingerprint(params: Params, fold: int, train_frame: pd.DataFrame, val_frame: pd.DataFrame) -> str:
-    """What a checkpoint is valid for: the params that shape training and the exact images."""
+def fingerprint(params: Params, fold: int, train: LesionImages, val: LesionImages) -> str:
+    """What a checkpoint is valid for: the params that shape training, and the labels and decoded
+    pixels of every image (so regenerated or replaced images invalidate it too)."""
     relevant = {"seed": params.seed, "img_size": params.data.img_size, "fold": fold,
                 "model": as_dict(params.model), "train": as_dict(params.train),
-                "train_images": train_frame["image_id"].tolist(), "val_images": val_frame["image_id"].tolist(),
-                "labels": train_frame["dx"].tolist() + val_frame["dx"].tolist()}
-    return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()
+                "train_images": train.frame["image_id"].tolist(), "val_images": val.frame["image_id"].tolist(),
+                "labels": train.labels.tolist() + val.labels.tolist()}
+    digest = hashlib.sha256(json.dumps(relevant, sort_keys=True).encode())
+    for image in (*train.images, *val.images):
+        digest.update(image.tobytes())
+    return digest.hexdigest()
 
 
 def save(path: Path, state: dict) -> None:

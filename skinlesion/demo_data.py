@@ -26,7 +26,8 @@ Design
   :data:`LESION_STYLES` (one dict per class). Dominant cues (palette, size, border irregularity) are
   chosen to survive downsizing to ~64 px, because the demo trains a network from scratch at low
   resolution; fine structures (pigment network, vessels, scales, milia) add realism on top. Ranges
-  overlap between classes so the task is learnable but not trivial.
+  overlap between classes, and a few lesions per class are blended towards a clinical lookalike
+  (:data:`LOOKALIKES`), so the task is learnable but not trivially separable.
 * **Artifacts are class-independent** (hairs, ruler marks, ink, gel bubbles, specular highlights, the
   dark circular dermoscope field): they are drawn from the view generator only.
 * **Domains** (:data:`DOMAINS`): the unified set differs from the HAM demo in skin tones, illumination
@@ -206,6 +207,15 @@ LESION_STYLES: dict[str, dict] = {
 }
 
 
+# A few lesions of each class look like another diagnosis, as in the clinic (dysplastic naevus vs early
+# melanoma, pigmented actinic keratosis vs BCC...): their appearance is blended part-way towards that
+# class. This keeps the demo task from being trivially separable: (lookalike class, probability).
+LOOKALIKES: dict[str, tuple[str, float]] = {
+    "nv": ("mel", 0.06), "mel": ("nv", 0.06), "bkl": ("mel", 0.05), "bcc": ("akiec", 0.05),
+    "akiec": ("bcc", 0.05), "df": ("nv", 0.05), "vasc": ("mel", 0.03),
+}
+_LOOKALIKE_BLEND = (0.35, 0.65)  # how far towards the other class
+
 @dataclass(frozen=True)
 class Domain:
     """Acquisition conditions of one dataset: skin population, illumination and camera."""
@@ -361,9 +371,32 @@ def _sample_skin(rng, domain: Domain) -> np.ndarray:
     return (w @ tones * _uniform(rng, domain.skin_darkness)).astype(np.float32)
 
 
+def _is_number(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _mix_styles(own: dict, other: dict, t: float) -> dict:
+    """Interpolate numbers and numeric ranges; structured entries (blotch lists...) switch at t = 0.5."""
+    def mix(a, b):
+        if _is_number(a) and _is_number(b):
+            v = a + (b - a) * t
+            return round(v) if isinstance(a, int) and isinstance(b, int) else v
+        if isinstance(a, tuple) and isinstance(b, tuple) and len(a) == len(b) and all(map(_is_number, a + b)):
+            return tuple(mix(x, y) for x, y in zip(a, b))
+        return b if t >= 0.5 else a
+    return {k: mix(own[k], other[k]) for k in own}
+
+
+def _lesion_style(dx: str, rng: np.random.Generator) -> dict:
+    other, p = LOOKALIKES[dx]
+    if rng.random() < p:
+        return _mix_styles(LESION_STYLES[dx], LESION_STYLES[other], _uniform(rng, _LOOKALIKE_BLEND))
+    return LESION_STYLES[dx]
+
+
 def sample_lesion(dx: str, rng: np.random.Generator, key: tuple[int, ...], domain: Domain) -> Lesion:
     """Draw one lesion of class dx; `key` seeds its lesion-fixed noise grids."""
-    st = LESION_STYLES[dx]
+    st = _lesion_style(dx, rng)
     radius = _uniform(rng, st["radius"])
     jaggedness = _uniform(rng, st["jaggedness"])
     darkness = _uniform(rng, st["darkness"])
@@ -381,7 +414,7 @@ def sample_lesion(dx: str, rng: np.random.Generator, key: tuple[int, ...], domai
     vessels = [seg for _ in range(_count(rng, st["vessels"]))
                for seg in _sample_vessel_tree(rng, radius, _uniform(rng, st["vessel_width"]))]
     lacunae = []
-    if st["lacunae"][1]:
+    if st["lacunae"][1] and st["lacuna_colours"]:  # a lookalike may keep the count but not the colours
         for u, v in _points_in_disc(rng, _count(rng, st["lacunae"]), radius * 0.75):
             col = st["lacuna_colours"][int(rng.integers(len(st["lacuna_colours"])))]
             lacunae.append((u, v, radius * rng.uniform(0.12, 0.28), _rgb(col)))

@@ -123,7 +123,7 @@ def train_fold(train_frame: pd.DataFrame, val_frame: pd.DataFrame, params: Param
     scaler = torch.amp.GradScaler(enabled=amp_dtype == torch.float16)
 
     history, best, best_state, start = [], {"val_balanced_accuracy": -1.0}, None, 1
-    run_fingerprint = checkpoint.fingerprint(params, fold, train_frame, val_frame)
+    run_fingerprint = checkpoint.fingerprint(params, fold, train_set, val_set)
     state = checkpoint.load(checkpoint_path, run_fingerprint) if checkpoint_path else None
     if state is not None:
         model.load_state_dict(state["model"])
