@@ -28,6 +28,6 @@ def run(main: Callable[[argparse.Namespace], None], parser: argparse.ArgumentPar
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
-        print("interrupted; outputs are unchanged, and `dvc repro` resumes training from the last "
-              "checkpoint", file=sys.stderr)
+        print("interrupted; outputs are unchanged (a rerun of train resumes from its last checkpoint)",
+              file=sys.stderr)
         sys.exit(130)

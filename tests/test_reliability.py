@@ -120,5 +120,4 @@ def test_a_stage_failing_midway_leaves_no_partial_outputs(prepared, tmp_path):
     assert "cannot read image" in out and external[-1].name in out and "Traceback" not in out
     assert not (work / "metrics/eval.json").exists()
     assert not (work / "data/predictions").exists() and not (work / "plots/eval").exists()
-    leftovers = [p for p in work.rglob(".*.tmp")]
-    assert leftovers == []
+    assert list(work.rglob(".*.tmp")) == []
