@@ -12,6 +12,9 @@ from .manifest import COLUMNS, DataError, validate
 
 KAGGLE_METADATA = "HAM10000_metadata.csv"
 METADATA_COLUMNS = ("lesion_id", "image_id", "dx", "dx_type", "age", "sex", "localization")
+DATAVERSE_EXTRA_COLUMN = "dataset"  # the Dataverse table's 8th column (the image's source collection)
+METADATA_SUFFIXES = ("", ".csv", ".tab", ".tsv", ".txt")
+IMAGE_FOLDER_PREFIX = "ham10000_images_part_"
 MASK_FOLDER = "HAM10000_segmentations_lesion_tschandl"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
@@ -30,20 +33,57 @@ def _images_by_stem(folders: list[Path]) -> dict[str, Path]:
     return found
 
 
-def read_kaggle_ham10000(root: Path) -> pd.DataFrame:
-    """The Kaggle layout: HAM10000_metadata.csv and HAM10000_images_part_{1,2}/ISIC_*.jpg."""
-    root = Path(root)
-    meta_path = root / KAGGLE_METADATA
-    if not meta_path.exists():
-        raise DataError(f"{root}: no {KAGGLE_METADATA}; point data.ham10000_dir at the extracted Kaggle copy")
-    meta = pd.read_csv(meta_path, dtype=str, keep_default_na=False)
-    missing = [c for c in METADATA_COLUMNS if c not in meta.columns]
-    extra = [c for c in meta.columns if c not in METADATA_COLUMNS]
-    if missing or extra:
-        raise DataError(f"{meta_path}: expected columns {list(METADATA_COLUMNS)}; missing {missing}, unexpected {extra}")
+def _folders(root: Path, prefix: str) -> list[Path]:
+    """Folders at any depth whose name starts with prefix (case-insensitive): an extracted zip may
+    nest `HAM10000_images_part_1/` inside a folder of the same name."""
+    return sorted(Path(dirpath) for dirpath, _, _ in os.walk(root) if Path(dirpath).name.lower().startswith(prefix))
 
-    folders = [p for p in root.iterdir() if p.is_dir() and p.name.lower().startswith("ham10000_images_part_")]
-    images = _images_by_stem(folders)
+
+def find_metadata(root: Path) -> Path | None:
+    """The metadata table: Kaggle's HAM10000_metadata.csv or Dataverse's tab-separated
+    HAM10000_metadata(.tab), at the top of root or one folder down."""
+    for candidate in sorted(Path(root).glob("*")) + sorted(Path(root).glob("*/*")):
+        stem, suffix = candidate.name.lower().rsplit(".", 1) if "." in candidate.name else (candidate.name.lower(), "")
+        if candidate.is_file() and stem == "ham10000_metadata" and ("." + suffix if suffix else "") in METADATA_SUFFIXES:
+            return candidate
+    return None
+
+
+def read_metadata(path: Path) -> pd.DataFrame:
+    """The HAM10000 metadata, comma- (Kaggle) or tab-separated (Dataverse, with the extra
+    `dataset` column, which is dropped). Values may be quoted; ages may be `80` or `80.0`."""
+    with open(path, encoding="utf-8-sig") as f:
+        first = f.readline()
+    sep = "\t" if first.count("\t") > first.count(",") else ","
+    meta = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, encoding="utf-8-sig")
+    meta.columns = [c.strip() for c in meta.columns]
+    allowed = (*METADATA_COLUMNS, DATAVERSE_EXTRA_COLUMN)
+    missing = [c for c in METADATA_COLUMNS if c not in meta.columns]
+    extra = [c for c in meta.columns if c not in allowed]
+    if missing or extra:
+        raise DataError(f"{path}: expected columns {list(METADATA_COLUMNS)} (plus {DATAVERSE_EXTRA_COLUMN!r} in the "
+                        f"Dataverse table); missing {missing}, unexpected {extra}")
+    return meta.loc[:, list(METADATA_COLUMNS)]
+
+
+def has_ham10000_layout(root: Path) -> bool:
+    """An extracted copy: a metadata table and at least one images folder."""
+    return find_metadata(root) is not None and bool(_folders(root, IMAGE_FOLDER_PREFIX))
+
+
+def read_ham10000(root: Path, mask_root: Path | None = None) -> pd.DataFrame:
+    """An extracted HAM10000 copy in the Kaggle layout (HAM10000_metadata.csv and
+    HAM10000_images_part_{1,2}/ISIC_*.jpg, with or without the lower-case duplicate folders) or the
+    Dataverse layout (the tab-separated HAM10000_metadata.tab and the two extracted image zips).
+    Lesion masks (HAM10000_segmentations_lesion_tschandl/ISIC_*_segmentation.png) are looked for in
+    root and in mask_root, where masks downloaded for a read-only copy are extracted."""
+    root = Path(root)
+    meta_path = find_metadata(root)
+    if meta_path is None:
+        raise DataError(f"{root}: no HAM10000_metadata table (.csv from Kaggle, .tab from Dataverse); point "
+                        "data.ham10000_dir at the downloaded copy")
+    meta = read_metadata(meta_path)
+    images = _images_by_stem(_folders(root, IMAGE_FOLDER_PREFIX))
     no_image = sorted(set(meta["image_id"]) - set(images))
     if no_image:
         raise DataError(f"{root}: {len(no_image)} metadata row(s) have no image, e.g. {no_image[:5]}")
@@ -51,18 +91,32 @@ def read_kaggle_ham10000(root: Path) -> pd.DataFrame:
     if no_meta:
         raise DataError(f"{root}: {len(no_meta)} image(s) have no metadata row, e.g. {no_meta[:5]}")
 
-    masks = root / MASK_FOLDER
+    mask_folders = (_folders(mask_root, MASK_FOLDER.lower()) if mask_root else []) + _folders(root, MASK_FOLDER.lower())
+    masks = {p.name: p for folder in mask_folders for p in folder.glob("*_segmentation.png")}  # root's win
     frame = meta.assign(
         path=[_relative(images[i]) for i in meta["image_id"]],
         age=pd.to_numeric(meta["age"], errors="coerce"),
-        mask_path=[_relative(masks / f"{i}_segmentation.png") if (masks / f"{i}_segmentation.png").exists() else ""
+        mask_path=[_relative(masks[f"{i}_segmentation.png"]) if f"{i}_segmentation.png" in masks else ""
                    for i in meta["image_id"]],
     )
     return validate(frame.loc[:, list(COLUMNS)], what=str(meta_path))
 
 
+read_kaggle_ham10000 = read_ham10000  # the name earlier callers use
+
+
+def unified_root(root: Path) -> Path | None:
+    """The folder that holds Unified_dataset/, at root or one folder down, if any."""
+    for candidate in (Path(root), *sorted(Path(root).glob("*"))):
+        if (candidate / "Unified_dataset").is_dir():
+            return candidate
+    return None
+
+
 def read_unified(root: Path, split: str = "val") -> pd.DataFrame:
-    """The unified external set: Unified_dataset/<split>/<dx>/*.{jpg,jpeg,png}. Each image is its own lesion."""
+    """The unified external set: Unified_dataset/<split>/<dx>/*.{jpg,jpeg,png} (any case). Each
+    image is its own lesion."""
+    root = unified_root(root) or Path(root)
     base = Path(root) / "Unified_dataset" / split
     if not base.is_dir():
         raise DataError(f"{root}: no Unified_dataset/{split}/ folder; point data.external_dir at the extracted copy")
@@ -84,6 +138,8 @@ def read_unified(root: Path, split: str = "val") -> pd.DataFrame:
     unknown = sorted(p.name for p in base.iterdir() if p.is_dir() and p.name not in CLASSES)
     if unknown:
         raise DataError(f"{base}: unknown class folder(s) {unknown}; expected {list(CLASSES)}")
+    if not rows:
+        raise DataError(f"{base}: no images in any class folder; expected {list(CLASSES)} with .jpg/.jpeg/.png files")
     return validate(pd.DataFrame(rows, columns=list(COLUMNS)), what=str(base), require_all_classes=False)
 
 

@@ -14,13 +14,15 @@ from .classes import CLASSES
 TEST = -1  # the `fold` value of the internal test set
 
 
-def assign_folds(manifest: pd.DataFrame, *, n_folds: int, test_size: float, seed: int) -> pd.DataFrame:
+def assign_folds(manifest: pd.DataFrame, *, n_folds: int, test_size: float, seed: int,
+                 groups: pd.Series | None = None) -> pd.DataFrame:
     """Return the manifest with a `fold` column: TEST for the internal test set, else 0..n_folds-1.
 
     Every image is kept. The test set is one part of a StratifiedGroupKFold with round(1/test_size)
-    parts; the rest is split again into n_folds cross-validation folds.
+    parts; the rest is split again into n_folds cross-validation folds. `groups` (one per image,
+    default the lesion id) are kept whole: the leakage audit merges lesions with near-identical images.
     """
-    groups = manifest["lesion_id"].to_numpy()
+    groups = (manifest["lesion_id"] if groups is None else groups).to_numpy()
     labels = manifest["dx"].to_numpy()
     fold = pd.Series(TEST, index=manifest.index, dtype=int)
 

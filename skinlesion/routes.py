@@ -1,0 +1,199 @@
+"""Where the real data comes from: each dataset's routes, tried in order, each stated in the log.
+
+HAM10000: (1) a local copy in data.ham10000_dir, extracted or zipped, Kaggle or Dataverse layout;
+(2) Harvard Dataverse, anonymous; (3) the Kaggle API. The unified external set: (1) a local copy in
+data.external_dir; (2) the Kaggle API. Zips are extracted (safely, see archives.py) into
+data/raw/<dataset>; downloads are kept, verified, in data/downloads/ so a rerun of the stage
+does not fetch gigabytes again. HAM10000's lesion masks come with the Dataverse route; a copy
+without them gets them from a masks zip beside it or, best effort, from Dataverse, extracted into
+data/raw/ham10000 (never into the user's copy). Only cam_in_lesion needs them: without them the
+stage goes on.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+
+from . import archives, atomic, dataverse, fetch, kaggle_source, sources
+from .manifest import DataError
+
+Log = Callable[[str], None]
+
+HOW_LOCAL = ("set data.ham10000_dir to a downloaded copy, extracted or zipped: the Kaggle layout "
+             "(HAM10000_metadata.csv, HAM10000_images_part_1/ and _2/, or the Kaggle zip) or the Dataverse "
+             "files (HAM10000_metadata.tab, HAM10000_images_part_1.zip and _2.zip); "
+             "e.g. dvc exp run -S data.source=ham10000 -S data.ham10000_dir=/path/to/copy")
+HOW_DATAVERSE = (f"needs internet access to {dataverse.SERVER} (anonymous, {dataverse.DOI}, about 2.6 GB); "
+                 "a rerun resumes an interrupted download")
+HOW_KAGGLE = ("pip install kaggle, then put your API token in ~/.kaggle/kaggle.json "
+              "or set KAGGLE_USERNAME and KAGGLE_KEY")
+HOW_MASKS = (f"download {dataverse.MASKS_NAME} by hand ({dataverse.masks_url()}) into data.ham10000_dir, "
+             "next to the images")
+
+
+def _keep_ham10000_member() -> Callable[[str], bool]:
+    """Member filter for HAM10000 zips: images, metadata and masks, each image stem once (the
+    Kaggle zip repeats every image in lower-case folders) and not the hmnist_*.csv pixel tables."""
+    seen: set[str] = set()
+
+    def keep(name: str) -> bool:
+        leaf = name.replace("\\", "/").rsplit("/", 1)[-1]
+        stem, _, suffix = leaf.rpartition(".")
+        if leaf.lower().startswith("ham10000_metadata"):
+            return True
+        if "." + suffix.lower() not in sources.IMAGE_SUFFIXES or stem in seen:
+            return False
+        seen.add(stem)
+        return True
+
+    return keep
+
+
+def extract_ham10000(files: list[Path], raw: Path) -> None:
+    """Zips and loose metadata into raw/ (atomically: all or nothing). A per-part zip goes into a
+    folder of its own name, since its members may sit at its top level."""
+    keep = _keep_ham10000_member()
+    with atomic.atomic_dir(raw) as tmp:
+        for f in sorted(files):
+            if f.suffix.lower() == ".zip":
+                named = f.stem.lower().startswith((sources.IMAGE_FOLDER_PREFIX, sources.MASK_FOLDER.lower()))
+                archives.extract(f, tmp / f.stem if named else tmp, keep)
+            else:
+                shutil.copy2(f, tmp / f.name)
+
+
+def _local_ham10000_files(root: Path) -> list[Path]:
+    zips = sorted(p for p in root.iterdir() if p.suffix.lower() == ".zip")
+    meta = sources.find_metadata(root)
+    return zips + ([meta] if meta and zips else [])
+
+
+def _no_masks(log: Log, why: str) -> None:
+    log(f"HAM10000 lesion masks: {why}; cam_in_lesion will be unavailable for HAM10000. To get it, {HOW_MASKS}")
+
+
+def _masks_zip(downloads: Path, server: str, log: Log, optional: bool) -> Path | None:
+    """The verified masks zip from Dataverse, or None, said in one log line."""
+    try:
+        return dataverse.download_masks(downloads / "dataverse", server, optional=optional)
+    except fetch.DownloadError as e:
+        _no_masks(log, f"not downloaded ({e})")
+        return None
+
+
+def _read_with_masks(root: Path, raw: Path, downloads: Path, log: Log, server: str,
+                     download_masks: bool = True) -> pd.DataFrame:
+    """Read the copy in root; when it has no lesion masks, extract them into raw/ from a masks zip
+    in root or, once and best effort, downloaded from Dataverse."""
+    frame = sources.read_ham10000(root, mask_root=raw)
+    if (frame["mask_path"] != "").any():
+        return frame
+    beside = [p for p in sorted(Path(root).glob("*")) if p.name.lower() == dataverse.MASKS_NAME.lower()]
+    if beside:
+        masks = beside[0]
+    elif download_masks:
+        masks = _masks_zip(downloads, server, log, optional=True)
+    else:  # the caller tried the download already, and said so
+        masks = None
+    if masks is None:
+        return frame
+    try:
+        with atomic.atomic_dir(raw / sources.MASK_FOLDER) as tmp:
+            archives.extract(masks, tmp, _keep_ham10000_member())
+    except DataError as e:
+        _no_masks(log, str(e))
+        return frame
+    frame = sources.read_ham10000(root, mask_root=raw)
+    log(f"HAM10000 lesion masks: {(frame['mask_path'] != '').sum()} of {len(frame)} images have one, "
+        f"from {masks.name} extracted into {raw / sources.MASK_FOLDER}")
+    return frame
+
+
+def ham10000(data_dir: str, raw: Path, downloads: Path, log: Log = print,
+             server: str = dataverse.SERVER) -> pd.DataFrame:
+    """The HAM10000 manifest by the first route that works."""
+    if data_dir:
+        root = Path(data_dir)
+        if not root.is_dir():
+            raise DataError(f"data.ham10000_dir {root} is not a folder; {HOW_LOCAL}")
+        if sources.has_ham10000_layout(root):
+            log(f"HAM10000 route 1 of 3: the extracted local copy in {root}")
+            return _read_with_masks(root, raw, downloads, log, server)
+        files = _local_ham10000_files(root)
+        if files:
+            log(f"HAM10000 route 1 of 3: the zipped local copy in {root}, extracted into {raw}")
+            extract_ham10000(files, raw)
+            return _read_with_masks(raw, raw, downloads, log, server)
+        raise DataError(f"data.ham10000_dir {root} holds neither an extracted HAM10000 copy nor its zips; {HOW_LOCAL}")
+    log("HAM10000 route 1 of 3: no local copy (data.ham10000_dir is empty)")
+
+    log(f"HAM10000 route 2 of 3: Harvard Dataverse ({server})")
+    try:
+        files = dataverse.download_ham10000(downloads / "dataverse", server)
+        masks = _masks_zip(downloads, server, log, optional=False)
+        files += [masks] if masks else []
+        log(f"HAM10000: downloaded and verified {', '.join(f.name for f in files)}; extracting into {raw}")
+        extract_ham10000(files, raw)
+        return _read_with_masks(raw, raw, downloads, log, server, download_masks=False)
+    except fetch.DownloadError as e:
+        dataverse_failure = str(e)
+        log(f"HAM10000 route 2 of 3 failed: {e}")
+
+    log(f"HAM10000 route 3 of 3: the Kaggle API ({kaggle_source.HAM10000})")
+    kaggle_failure = kaggle_source.unavailable()
+    if kaggle_failure is None:
+        archive = kaggle_source.download(kaggle_source.HAM10000, downloads / "kaggle")
+        extract_ham10000([archive], raw)
+        return _read_with_masks(raw, raw, downloads, log, server)
+    raise DataError(
+        "no HAM10000 copy could be found or downloaded. The three routes, and how to use each:\n"
+        f"  1. a local copy: data.ham10000_dir is empty; {HOW_LOCAL}\n"
+        f"  2. Harvard Dataverse: {dataverse_failure}; {HOW_DATAVERSE}\n"
+        f"  3. the Kaggle API ({kaggle_source.HAM10000}): {kaggle_failure}; {HOW_KAGGLE}")
+
+
+def extract_unified(archive: Path, raw: Path, split: str) -> None:
+    """Only the split to evaluate, out of the whole unified zip."""
+    wanted = f"unified_dataset/{split}/"
+
+    def keep(name: str) -> bool:
+        return wanted in name.replace("\\", "/").lower()
+
+    with atomic.atomic_dir(raw) as tmp:
+        if not archives.extract(archive, tmp, keep):
+            raise DataError(f"{archive}: no Unified_dataset/{split}/ images inside")
+
+
+def unified(data_dir: str, split: str, raw: Path, downloads: Path, log: Log = print) -> pd.DataFrame:
+    """The unified external set's manifest by the first route that works."""
+    if data_dir:
+        root = Path(data_dir)
+        if not root.is_dir():
+            raise DataError(f"data.external_dir {root} is not a folder; point it at the unified dataset, "
+                            "extracted (Unified_dataset/<split>/<dx>/) or zipped")
+        if sources.unified_root(root):
+            log(f"external route 1 of 2: the extracted local copy in {root} (split {split})")
+            return sources.read_unified(root, split)
+        zips = sorted(p for p in root.iterdir() if p.suffix.lower() == ".zip")
+        if zips:
+            log(f"external route 1 of 2: the zipped local copy {zips[0]}, split {split} extracted into {raw}")
+            extract_unified(zips[0], raw, split)
+            return sources.read_unified(raw, split)
+        raise DataError(f"data.external_dir {root} holds neither Unified_dataset/ nor a zip of it")
+    log("external route 1 of 2: no local copy (data.external_dir is empty)")
+    log(f"external route 2 of 2: the Kaggle API ({kaggle_source.UNIFIED})")
+    why = kaggle_source.unavailable()
+    if why is None:
+        archive = kaggle_source.download(kaggle_source.UNIFIED, downloads / "kaggle")
+        extract_unified(archive, raw, split)
+        return sources.read_unified(raw, split)
+    raise DataError(
+        "no copy of the unified external set could be found or downloaded. The two routes, and how to use each:\n"
+        "  1. a local copy: data.external_dir is empty; set it to the downloaded dataset, extracted "
+        "(Unified_dataset/<split>/<dx>/) or zipped\n"
+        f"  2. the Kaggle API ({kaggle_source.UNIFIED}): {why}; {HOW_KAGGLE}\n"
+        "  or set data.external=none to skip the external evaluation")
