@@ -1,0 +1,77 @@
+"""Every benchmark runs in its tiny mode, prints its table and ends with one JSON object: they cannot rot.
+
+The figures of a tiny run mean nothing (a toy model on a few images, on a shared machine); these
+tests check that the measurements run and report consistently, not how fast anything is.
+"""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+BENCHMARKS = REPO / "benchmarks"
+
+
+def load(name: str):
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCHMARKS / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+
+
+def run_tiny(name: str, capsys, *extra: str) -> dict:
+    returned = load(name).main(["--tiny", "--json", *extra])
+    lines = capsys.readouterr().out.strip().splitlines()
+    printed = json.loads(lines[-1])  # the last line is the JSON object
+    assert printed == json.loads(json.dumps(returned))
+    assert len(lines) > 5 and not lines[0].startswith("{")  # a table for people comes first
+    assert printed["benchmark"] == name and printed["torch"] and printed["date"]
+    return printed
+
+
+@pytest.mark.slow
+def test_train_throughput_measures_model_only_and_end_to_end_in_one_run(capsys):
+    r = run_tiny("train_throughput", capsys)
+    assert r["model_only_img_s"] > 0 and r["end_to_end_img_s"] > 0
+    assert r["ratio"] == pytest.approx(r["end_to_end_img_s"] / r["model_only_img_s"], rel=0.01)
+    assert (r["device"], r["precision"], r["memory_format"], r["workers"]) == ("cpu", "fp32", "contiguous", 0)
+    assert r["cpu_load"]["process_cores"] > 0 and 0 <= r["cpu_load"]["machine_busy"] <= 1
+
+
+@pytest.mark.slow
+def test_loader_throughput_compares_the_cache_with_raw_jpegs(capsys):
+    r = run_tiny("loader_throughput", capsys, "--workers", "1")
+    assert r["cache_img_s_per_worker"] > 0 and r["raw_img_s_per_worker"] > 0
+    assert r["ratio"] == pytest.approx(r["cache_img_s_per_worker"] / r["raw_img_s_per_worker"], rel=0.01)
+    assert r["cache_img_s_all_workers"] > 0
+    assert r["cached_image_shapes"] == ["32x43"]  # 64x48 demo images, shorter side 32, aspect kept
+
+
+@pytest.mark.slow
+def test_inference_reports_latency_percentiles_and_the_tta_cost(capsys):
+    r = run_tiny("inference", capsys)
+    for tta in ("none", "flips"):
+        assert 0 < r[f"latency_ms_p50_{tta}"] <= r[f"latency_ms_p95_{tta}"]
+        assert r[f"batched_img_s_{tta}"] > 0
+    assert r["tta_cost_ratio"] == pytest.approx(r["batched_img_s_none"] / r["batched_img_s_flips"], rel=0.01)
+
+
+@pytest.mark.slow
+def test_gpu_script_runs_every_benchmark_and_collects_the_json_lines(tmp_path):
+    env = {**os.environ, "GPU_RUN_TINY": "1", "PYTHON": sys.executable, "BENCH_TIMEOUT": "240"}
+    result = subprocess.run(["bash", str(BENCHMARKS / "gpu_run.sh"), "", str(tmp_path)], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    results = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
+    assert [r["benchmark"] for r in results] == ["train_throughput", "inference", "loader_throughput"]
+    assert not any("error" in r for r in results)
+    assert (tmp_path / "gpu_run.log").read_text().count("== ") >= 5
