@@ -22,8 +22,19 @@ def tables(frame: pd.DataFrame, probs: np.ndarray) -> tuple[pd.DataFrame, pd.Dat
     return predictions, truth
 
 
+def probabilities(predictions: pd.DataFrame) -> np.ndarray:
+    """(N, 7) probabilities in CLASSES order from a predictions table: the numbers the CSV holds
+    (rounded to 6 decimals), so scores computed from them are the official scorer's on that file."""
+    return predictions[[c.upper() for c in CLASSES]].to_numpy(dtype=float)
+
+
 def read_predictions(path) -> tuple[np.ndarray, np.ndarray]:
     """Inverse of `tables` for the predictions file: image ids and (N, 7) probabilities in CLASSES order."""
     table = pd.read_csv(path)
-    cols = [c.upper() for c in CLASSES]
-    return table["image"].to_numpy(), table[cols].to_numpy()
+    return table["image"].to_numpy(), probabilities(table)
+
+
+def read_truth(path) -> tuple[np.ndarray, np.ndarray]:
+    """Image ids and class indices (CLASSES order) from a one-hot ground-truth file."""
+    table = pd.read_csv(path)
+    return table["image"].to_numpy(), probabilities(table).argmax(axis=1)

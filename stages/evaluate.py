@@ -2,19 +2,25 @@
 
     python stages/evaluate.py
 
-Output: metrics/eval.json ({"internal": {...}, "external": {...}}), data/predictions/<set>.csv and
-<set>_truth.csv in the ISIC 2018 Task 3 format, plots/eval/<set>_confusion.csv.
+Output: metrics/eval.json ({"internal": {...}, "external": {...}}: the ISIC 2018 Task 3 metrics,
+lesion-level bootstrap 95% intervals, ECE before and after temperature scaling), data/predictions/
+<set>.csv and <set>_truth.csv in the ISIC 2018 Task 3 format, plots/eval/ (confusion, ROC,
+precision-recall and reliability tables for `dvc plots`; reliability.png and embedding.png).
 """
 
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
-from skinlesion import atomic, cli, evaluation, isic, manifest, metrics, model, splitting
+from skinlesion import (atomic, bootstrap, calibration, cli, embedding, evaluation, isic, manifest, metrics, model,
+                        plots, splitting)
+from skinlesion.cache import ImageCache
 from skinlesion.classes import CLASSES
 from skinlesion.params import load_params
 from skinlesion.device import pick_device
+
+
+CACHES = {"internal": "data/cache/ham10000", "external": "data/cache/external"}  # the preprocess stage's
 
 
 def main(args) -> None:
@@ -24,25 +30,73 @@ def main(args) -> None:
     img_size = cards[0]["img_size"]
     splits = splitting.read_splits()
     sets = {"internal": splits[splits["fold"] == splitting.TEST],
-            "external": manifest.read("data/manifests/external.csv")}
+            "external": manifest.read("data/audit/external.csv")}  # leakage-audited
 
-    report = {"tta": params.evaluate.tta, "folds": [c["fold"] for c in cards]}
-    with atomic.atomic_dir("data/predictions") as predictions, atomic.atomic_dir("plots/eval") as plots:
+    report = {"tta": params.evaluate.tta, "folds": [c["fold"] for c in cards],
+              "temperatures": [c.get("temperature", 1.0) for c in cards]}
+    reliability, eces, features = {}, {}, []
+    with atomic.atomic_dir("data/predictions") as predictions, atomic.atomic_dir("plots/eval") as plot_dir:
         for name, frame in sets.items():
             if frame.empty:
                 continue
             probs = evaluation.predict_frame(ensemble, frame, img_size=img_size, tta=params.evaluate.tta,
-                                             batch_size=params.evaluate.batch_size, device=device, desc=name)
+                                             batch_size=params.evaluate.batch_size, device=device, desc=name,
+                                             cache=ImageCache(CACHES[name], img_size))
+            with calibration.uncalibrated(ensemble):  # the same, before temperature scaling: for the ECE
+                raw = evaluation.predict_frame(ensemble, frame, img_size=img_size, tta=params.evaluate.tta,
+                                               batch_size=params.evaluate.batch_size, device=device,
+                                               desc=f"{name}, uncalibrated", cache=ImageCache(CACHES[name], img_size))
             y_true = np.array([CLASSES.index(dx) for dx in frame["dx"]])
-            report[name] = metrics.classification_report(y_true, probs)
             pred_table, truth_table = isic.tables(frame, probs)
+            probs = isic.probabilities(pred_table)  # the CSV's numbers: eval.json is the official scorer's on it
+            report[name] = score(y_true, probs, raw, frame["lesion_id"], params)
             pred_table.to_csv(predictions / f"{name}.csv", index=False)
             truth_table.to_csv(predictions / f"{name}_truth.csv", index=False)
-            pd.DataFrame({"actual": frame["dx"].to_numpy(), "predicted": np.array(CLASSES)[probs.argmax(1)]}
-                         ).to_csv(plots / f"{name}_confusion.csv", index=False)
-            print(f"{name}: {len(frame)} images, balanced accuracy {report[name]['balanced_accuracy']:.4f}, "
-                  f"macro AUC {report[name]['macro_auc']:.4f}")
+            reliability[name] = {"uncalibrated": calibration.reliability(raw, y_true),
+                                 "calibrated": calibration.reliability(probs, y_true)}
+            eces[name] = report[name]["ece"]
+            for relative, table in plots.eval_tables(name, y_true, probs, reliability[name]).items():
+                (plot_dir / relative).parent.mkdir(parents=True, exist_ok=True)
+                table.to_csv(plot_dir / relative, index=False)
+            shown = embedding.sample(frame, params.evaluate.embedding_images, params.seed)
+            features.append((name, shown["dx"].to_numpy(), embedding.frame_features(
+                ensemble, shown, img_size=img_size, batch_size=params.evaluate.batch_size, device=device,
+                cache=ImageCache(CACHES[name], img_size))))
+            r = report[name]
+            print(f"{name}: {len(frame)} images, balanced accuracy {r['balanced_accuracy']:.4f} "
+                  f"[{r['balanced_accuracy_ci95']['low']:.4f}, {r['balanced_accuracy_ci95']['high']:.4f}], "
+                  f"macro AUC {r['macro_auc']:.4f}, ECE {r['ece']['uncalibrated']:.4f} -> "
+                  f"{r['ece']['calibrated']:.4f} after temperature scaling")
+        if features:
+            save_figure(plots.reliability_figure(reliability, eces), plot_dir / "reliability.png")
+            points = embedding.project(np.concatenate([f for _, _, f in features]), params.seed)
+            dx = np.concatenate([d for _, d, _ in features])
+            set_names = np.concatenate([[name] * len(d) for name, d, _ in features])
+            save_figure(embedding.figure(points, dx, set_names), plot_dir / "embedding.png")
     atomic.write_json("metrics/eval.json", report)
+
+
+def score(y_true, probs, raw_probs, lesion_ids, params) -> dict:
+    """One set's entry in eval.json: the headline numbers first, then the full ISIC 2018 set."""
+    scores = metrics.classification_report(y_true, probs)
+    ci = bootstrap.confidence_intervals(y_true, probs, lesion_ids, n_resamples=params.evaluate.bootstrap_resamples,
+                                        seed=params.seed)
+    headline = {
+        "n_images": scores.pop("n_images"),
+        "n_lesions": int(lesion_ids.nunique()),
+        "balanced_accuracy": scores.pop("balanced_accuracy"),
+        "balanced_accuracy_ci95": ci["balanced_accuracy"],
+        "macro_auc": scores.pop("macro_auc"),
+        "macro_auc_ci95": ci["macro_auc"],
+        "ece": {"uncalibrated": calibration.expected_calibration_error(raw_probs, y_true),
+                "calibrated": calibration.expected_calibration_error(probs, y_true)},
+    }
+    return {**headline, **scores}
+
+
+def save_figure(fig, path: Path) -> None:
+    fig.savefig(path, dpi=90)
+    plots.close(fig)
 
 
 if __name__ == "__main__":
