@@ -19,13 +19,16 @@ from .dataset import LesionImages
 from .params import Params, as_dict
 
 
-def fingerprint(params: Params, fold: int, train: LesionImages, val: LesionImages) -> str:
-    """What a checkpoint is valid for: the params that shape training, and the labels and decoded
-    pixels of every image (so regenerated or replaced images invalidate it too)."""
+def fingerprint(params: Params, fold: int, train: LesionImages, val: LesionImages, world_size: int = 1) -> str:
+    """What a checkpoint is valid for: the params that shape training, the number of DDP processes
+    (each draws its own share of a batch), and the labels and decoded pixels of every image (so
+    regenerated or replaced images invalidate it too)."""
     relevant = {"seed": params.seed, "img_size": params.data.img_size, "fold": fold,
                 "model": as_dict(params.model), "train": as_dict(params.train),
                 "train_images": train.frame["image_id"].tolist(), "val_images": val.frame["image_id"].tolist(),
                 "labels": train.labels.tolist() + val.labels.tolist()}
+    if world_size > 1:  # absent for one process, whose fingerprint keeps its old form
+        relevant["world_size"] = world_size
     digest = hashlib.sha256(json.dumps(relevant, sort_keys=True).encode())
     for image in (*train.images, *val.images):
         digest.update(image.tobytes())
