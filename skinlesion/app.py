@@ -1,0 +1,229 @@
+"""The demo app: upload a dermoscopic image, get the top-3 diagnoses and where the model looked.
+
+    python -m skinlesion.app                      # the workspace's models/, http://127.0.0.1:7860
+    python -m skinlesion.app --rev HEAD~1         # the weights DVC tracked at a commit
+    python -m skinlesion.app --rev my-experiment  # ... or in a DVC experiment
+    python -m skinlesion.app --host 0.0.0.0 --port 8080 --share
+
+It serves exactly the tracked model and exits with a message when there is none: never random
+weights. One request runs one forward pass, which yields the probabilities and the Grad-CAM of
+every class, so switching the explained class or the opacity never reruns the model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import gradio as gr
+import numpy as np
+from PIL import Image
+
+from . import atomic, explain, uploads
+from .classes import CLASSES, display_name
+from .inference import ModelNotFoundError, Predictor, ServedModel, load_served_model
+
+DISCLAIMER = ("**Research software, not a medical device.** It is not validated for diagnosis or any "
+              "clinical decision. Do not use it to decide about a real skin lesion: see a dermatologist.")
+EXAMPLE_CLASSES = ("mel", "nv", "bcc", "vasc")
+DEFAULT_OPACITY = 0.45
+MIN_DISPLAY_SIZE = 256  # px of the Grad-CAM image; a 64 px overlay is a stamp on a screen
+OVERLAY_TTL_S = 600
+# One request at a time: a CPU model already uses every core, so parallel requests only interleave
+# (and run slower each); the queue orders them instead. A full queue refuses new requests politely.
+CONCURRENCY = 1
+QUEUE_SIZE = 64
+
+
+class Handlers:
+    """The functions behind the UI's events, separate from the layout so that tests can call them."""
+
+    def __init__(self, predictor: Predictor, overlay_dir: Path | None = None):
+        self.predictor = predictor
+        self.overlay_dir = Path(overlay_dir or tempfile.mkdtemp(prefix="skinlesion-overlays-"))
+        self.overlay_dir.mkdir(parents=True, exist_ok=True)
+        self._written = 0
+
+    def analyse(self, upload, tta: bool, opacity: float):
+        """upload: gradio's file payload (a dict with "path"), a path, or None when cleared.
+        Returns (label, overlay, class choice, notes, all probabilities, state)."""
+        if upload is None:
+            return None, None, None, "", None, None
+        path = upload["path"] if isinstance(upload, dict) else str(upload)
+        try:
+            image = uploads.read_upload(path, self.predictor.served.img_size)
+        except uploads.UploadError as e:
+            raise gr.Error(str(e), title="Cannot analyse this image", print_exception=False) from None
+        except OSError as e:  # the upload vanished from gradio's cache, a disk error...
+            raise gr.Error(f"The upload could not be read ({e}); upload it again.", title="Upload failed") from None
+        prediction = self.predictor.predict(image.rgb, tta=bool(tta))
+        top = prediction.top_class
+        state = {"rgb": image.rgb, "cams": prediction.cams.astype(np.float16)}
+        label = {display_name(dx): float(p) for dx, p in zip(CLASSES, prediction.probs)}
+        notes = "\n".join(f"- {n}" for n in image.notes)
+        return (label, self._overlay(state, top, opacity), display_name(CLASSES[top]), notes,
+                {dx: round(float(p), 6) for dx, p in zip(CLASSES, prediction.probs)}, state)
+
+    def overlay(self, state, class_name: str | None, opacity: float):
+        """Redraw the Grad-CAM for another class or opacity from the stored maps: no model call."""
+        if state is None or class_name is None:
+            return None
+        names = [display_name(dx) for dx in CLASSES]
+        return self._overlay(state, names.index(class_name), opacity)
+
+    def _overlay(self, state, k: int, opacity: float) -> str:
+        """A PNG of the model's input with the CAM on top. Small inputs (the 64 px demo) are shown
+        enlarged by an integer factor, pixel for pixel, so that what the model saw stays visible.
+
+        Written here (named by content, atomically) rather than returned as an array: gradio
+        6.31 saves an array to a content-named cache file by rewriting it in place, so two
+        requests with the same overlay (two users on one bundled example) race, and one client
+        downloads a half-written file. Gradio copies a returned path into its cache atomically."""
+        image = explain.overlay(state["rgb"], state["cams"][k].astype(np.float32),
+                                image_weight=1.0 - float(np.clip(opacity, 0.0, 1.0)))
+        factor = -(-MIN_DISPLAY_SIZE // image.shape[0])
+        if factor > 1:
+            image = image.repeat(factor, axis=0).repeat(factor, axis=1)
+        buffer = io.BytesIO()
+        Image.fromarray(image).save(buffer, format="PNG", compress_level=1)
+        png = buffer.getvalue()
+        path = self.overlay_dir / f"{hashlib.sha256(png).hexdigest()[:32]}.png"
+        if not path.exists():
+            with atomic.atomic_path(path) as tmp:
+                tmp.write_bytes(png)
+        self._written += 1
+        if self._written % 256 == 0:  # gradio has its own copy: ours are only needed for a moment
+            cutoff = time.time() - OVERLAY_TTL_S
+            for old in self.overlay_dir.glob("*.png"):
+                if old.stat().st_mtime < cutoff:
+                    old.unlink(missing_ok=True)
+        return str(path)
+
+
+def model_panel(served: ServedModel) -> str:
+    card = served.cards[0]
+    temperatures = [c.get("temperature") for c in served.cards]
+    if all(t is not None for t in temperatures):
+        calibration = "yes, temperature scaling (T = " + ", ".join(f"{t:.3g}" for t in temperatures) + ")"
+    else:
+        calibration = "no (the model cards hold no temperature): probabilities may be over-confident"
+    folds = ", ".join(str(c.get("fold", "?")) for c in served.cards)
+    val = "; ".join(f"fold {c.get('fold', '?')}: {c['val_metrics']['val_balanced_accuracy']:.3f}"
+                    for c in served.cards if "val_balanced_accuracy" in c.get("val_metrics", {}))
+    lines = [
+        f"- **Weights:** {served.revision}",
+        f"- **Architecture:** {card['architecture']}, {served.img_size} px input, "
+        f"ensemble of {len(served.cards)} fold model(s) (folds {folds})",
+        f"- **Training data:** {card.get('data_source', 'unknown')}"
+        + (" (synthetic images, not real patients)" if card.get("data_source") == "demo" else ""),
+        f"- **Calibrated:** {calibration}",
+        f"- **Validation balanced accuracy:** {val or 'not recorded'}",
+    ]
+    metrics = served.eval_metrics or {}
+    for name, title in (("internal", "internal test set"), ("external", "external set")):
+        m = metrics.get(name)
+        if m and "balanced_accuracy" in m:
+            lines.append(f"- **{title.capitalize()}** ({m.get('n_images', '?')} images, TTA "
+                         f"{metrics.get('tta', '?')}): balanced accuracy {m['balanced_accuracy']:.3f}, "
+                         f"macro AUC {m.get('macro_auc', float('nan')):.3f}")
+    if not metrics:
+        lines.append("- **Test metrics:** none recorded for these weights (no metrics/eval.json)")
+    return "\n".join(lines)
+
+
+def write_examples(folder: Path) -> list[Path]:
+    """Synthetic demo images, one per listed class, rendered at startup (never real patients'
+    images, and nothing binary in the repository); the same seed gives the same images."""
+    from .demo_data import render_demo_image
+
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, dx in enumerate(EXAMPLE_CLASSES):
+        image, _ = render_demo_image(dx, seed=2024, index=i)
+        path = Path(folder) / f"synthetic_{dx}.jpg"
+        image.save(path, quality=92)
+        paths.append(path)
+    return paths
+
+
+def build_app(served: ServedModel, examples_dir: Path | None = None) -> gr.Blocks:
+    handlers = Handlers(Predictor(served))  # overlays in a temporary folder
+    examples_dir = Path(examples_dir or tempfile.mkdtemp(prefix="skinlesion-examples-"))
+    examples = write_examples(examples_dir)
+    class_names = [display_name(dx) for dx in CLASSES]
+    tta_default = (served.eval_metrics or {}).get("tta", "none") != "none"
+
+    # delete_cache: uploads and overlays older than an hour leave gradio's cache, checked hourly.
+    with gr.Blocks(title="Skin-lesion classifier (research demo)", delete_cache=(3600, 3600)) as demo:
+        gr.Markdown("# Skin-lesion classifier: research demo\n" + DISCLAIMER)
+        with gr.Row():
+            with gr.Column():
+                image = gr.Image(label="Dermoscopic image: drop, paste or pick one below", type="filepath",
+                                 sources=["upload", "clipboard"], height=360, elem_id="upload")
+                tta = gr.Checkbox(value=tta_default, label="Test-time augmentation (original + flips: "
+                                  "3 views in one batch, about 3x the compute)", elem_id="tta")
+                run = gr.Button("Analyse", variant="primary", elem_id="analyse")
+                gr.Examples([[str(p)] for p in examples], inputs=[image],
+                            label="Synthetic demo images (generated, not real patients)",
+                            example_labels=[f"synthetic {display_name(dx)}" for dx in EXAMPLE_CLASSES],
+                            api_name="load_example", api_visibility="private")
+            with gr.Column():
+                label = gr.Label(num_top_classes=3, label="Top 3 diagnoses", elem_id="label")
+                cam = gr.Image(label="Grad-CAM: where the model looked", type="filepath", format="png",
+                               interactive=False, height=360, elem_id="cam")
+                cam_class = gr.Dropdown(class_names, value=None, label="Explain class (default: the predicted one)",
+                                        elem_id="cam-class")
+                opacity = gr.Slider(0.0, 1.0, value=DEFAULT_OPACITY, step=0.05, label="Grad-CAM opacity",
+                                    elem_id="opacity")
+                notes = gr.Markdown(elem_id="notes")
+                with gr.Accordion("All seven probabilities", open=False):
+                    probs = gr.JSON(label="probabilities by class code")
+        with gr.Accordion("Model", open=True):
+            gr.Markdown(model_panel(served), elem_id="model-panel")
+        state = gr.State()
+
+        gr.on([image.change, run.click, tta.input], handlers.analyse, inputs=[image, tta, opacity],
+              outputs=[label, cam, cam_class, notes, probs, state], api_name="predict",
+              preprocess=False)  # the upload's raw path: uploads.read_upload decodes and checks it
+        # State in, image out: meaningless to an API client, so private (yet named, as every endpoint).
+        gr.on([cam_class.input, opacity.release], handlers.overlay, inputs=[state, cam_class, opacity],
+              outputs=[cam], api_name="overlay", api_visibility="private")
+    return demo.queue(default_concurrency_limit=CONCURRENCY, max_size=QUEUE_SIZE)
+
+
+def launch(demo: gr.Blocks, *, host: str, port: int | None, share: bool, block: bool = True):
+    return demo.launch(server_name=host, server_port=port, share=share, prevent_thread_lock=not block,
+                       max_file_size=uploads.MAX_UPLOAD_BYTES, show_error=True, quiet=not block)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m skinlesion.app", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rev", default=None,
+                        help="a git revision or DVC experiment name; its models/ are fetched with dvc.api "
+                             "(default: the workspace's models/)")
+    parser.add_argument("--port", type=int, default=7860, help="port (default: 7860)")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to bind (default: 127.0.0.1, this machine only; 0.0.0.0 for the network)")
+    parser.add_argument("--share", action="store_true", help="also open a public gradio.live link (default: off)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    try:
+        served = load_served_model(args.rev)
+    except ModelNotFoundError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    print(f"serving {served.revision}: {len(served.cards)} fold model(s), {served.img_size} px", flush=True)
+    launch(build_app(served), host=args.host, port=args.port, share=args.share)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,51 @@
+"""What the app's tests share: a tiny trained-looking model folder and a live server on a free port."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from skinlesion import model
+from skinlesion.classes import CLASSES
+
+IMG_SIZE = 64
+ARCH = "efficientnet_b0"  # the smallest EfficientNet: the app does not care which one it serves
+
+
+def make_models(folder: Path, folds=(0, 1), seed: int = 0, **card_extra) -> Path:
+    """fold<k>.safetensors + .json like the train stage writes, with random weights. create() zeroes
+    the head (uniform predictions, zero CAM gradients), so the head is drawn at random here."""
+    torch.manual_seed(seed)
+    for fold in folds:
+        net = model.create(ARCH, pretrained=False)
+        nn.init.normal_(net.backbone.get_classifier().weight, std=0.3)
+        card = {"architecture": ARCH, "classes": list(CLASSES), "img_size": IMG_SIZE, "fold": fold,
+                "data_source": "demo", "seed": seed, "params": {},
+                "val_metrics": {"epoch": 0, "val_balanced_accuracy": 0.5 + fold / 10, "val_loss": 1.0},
+                **card_extra}
+        model.save(net, card, folder, f"fold{fold}")
+    return folder
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def live_app(models_dir: Path, examples_dir: Path) -> Iterator[str]:
+    """The app on 127.0.0.1 at a free port; yields its URL, closes it afterwards."""
+    from skinlesion import app, inference
+
+    demo = app.build_app(inference.load_served_model(repo=models_dir.parent), examples_dir)
+    app.launch(demo, host="127.0.0.1", port=free_port(), share=False, block=False)
+    try:
+        yield demo.local_url
+    finally:
+        demo.close()
