@@ -24,15 +24,18 @@ class PretrainedWeightsError(RuntimeError):
 
 
 class LesionClassifier(nn.Module):
-    """uint8 or float images in [0, 255], NCHW -> class logits."""
+    """uint8 or float images in [0, 255], NCHW -> class logits, divided by the temperature."""
 
-    def __init__(self, backbone: nn.Module, mean: tuple[float, ...], std: tuple[float, ...]):
+    def __init__(self, backbone: nn.Module, mean: tuple[float, ...], std: tuple[float, ...],
+                 temperature: float = 1.0):
         super().__init__()
         self.backbone = backbone
         self.mean, self.std = tuple(mean), tuple(std)
+        # Fitted after training on the fold's validation logits (calibration.py); 1 while training.
+        self.temperature = temperature
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.backbone(normalize(images, self.mean, self.std))
+        return self.backbone(normalize(images, self.mean, self.std)) / self.temperature
 
     def cam_layer(self) -> nn.Module:
         """The last convolution, where Grad-CAM looks (conv_head in EfficientNets)."""
@@ -41,7 +44,7 @@ class LesionClassifier(nn.Module):
 
 
 class FoldEnsemble(nn.Module):
-    """Averages the probabilities of several fold models; returns their log, a valid logit."""
+    """Averages the (temperature-scaled) probabilities of fold models; returns their log, a valid logit."""
 
     def __init__(self, members: list[LesionClassifier]):
         super().__init__()
@@ -92,7 +95,7 @@ def load(card_path: Path, device: torch.device | str = "cpu") -> tuple[LesionCla
         raise ValueError(f"{card_path}: model classes {card['classes']} differ from {list(CLASSES)}")
     backbone = timm.create_model(card["architecture"], pretrained=False, num_classes=len(CLASSES))
     backbone.load_state_dict(load_file(str(card_path.parent / card["weights"])))
-    model = LesionClassifier(backbone, card["mean"], card["std"]).to(device).eval()
+    model = LesionClassifier(backbone, card["mean"], card["std"], card.get("temperature", 1.0)).to(device).eval()
     return model, card
 
 

@@ -30,13 +30,28 @@ class DataParams:
     img_size: int = 300  # training and inference resolution
     demo_lesions: int = 600  # size of the synthetic HAM10000-like set
     demo_external_images: int = 300  # size of the synthetic external set
+    external_split: str = "val"  # which split of the unified set to evaluate on
+    bad_images: str = "fail"  # fail: stop and list unreadable images | skip: drop them, count them in metrics
 
     def check(self) -> None:
         _one_of("data.source", self.source, ("demo", "ham10000"))
         _one_of("data.external", self.external, ("demo", "unified", "none"))
+        _one_of("data.external_split", self.external_split, ("train", "val", "test"))
+        _one_of("data.bad_images", self.bad_images, ("fail", "skip"))
         _at_least("data.img_size", self.img_size, 32)
         _at_least("data.demo_lesions", self.demo_lesions, 20)
         _at_least("data.demo_external_images", self.demo_external_images, 7)
+
+
+@dataclass(frozen=True)
+class AuditParams:
+    max_hash_distance: int = 48  # pHash bits (of 256) within which two images may be the same picture
+    max_colour_distance: float = 6.5  # mean RGB difference (0-255) of 16x16 thumbnails that confirms it
+    merge_near_duplicates: bool = True  # near-identical images of different lesion ids: one split group
+
+    def check(self) -> None:
+        _between("audit.max_hash_distance", self.max_hash_distance, 0, 128)
+        _between("audit.max_colour_distance", self.max_colour_distance, 0.0, 255.0)
 
 
 @dataclass(frozen=True)
@@ -98,6 +113,9 @@ class TrainParams:
     mixup_alpha: float = 0.0  # 0 disables mixup; the reference used 0.4
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     num_workers: int = -1  # -1: chosen from the CPU count
+    compile: bool = False  # torch.compile the model (slow first steps; off until benchmarked faster)
+    nproc_per_node: int = 1  # >1: DDP, the stage relaunches itself under torchrun with this many processes
+    sync_batchnorm: bool = False  # BatchNorm statistics over all GPUs' batches (CUDA only; for small per-GPU batches)
     augment: AugmentParams = field(default_factory=AugmentParams)
 
     def check(self, n_folds: int) -> None:
@@ -125,6 +143,10 @@ class TrainParams:
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
             raise ParamsError(f"train.device is {self.device!r}; use auto, cpu, cuda or cuda:N")
         _at_least("train.num_workers", self.num_workers, -1)
+        _at_least("train.nproc_per_node", self.nproc_per_node, 1)
+        if self.batch_size % self.nproc_per_node:
+            raise ParamsError(f"train.batch_size {self.batch_size} does not split evenly over train.nproc_per_node "
+                              f"{self.nproc_per_node} processes; use a multiple of {self.nproc_per_node}")
         self.augment.check()
 
 
@@ -132,26 +154,35 @@ class TrainParams:
 class EvaluateParams:
     tta: str = "flips"  # none | flips (original + hflip + vflip)
     batch_size: int = 64
+    bootstrap_resamples: int = 1000  # lesion-level bootstrap resamples for the 95% confidence intervals
+    embedding_images: int = 1000  # per set, at most, in the t-SNE map (a class-stratified sample)
 
     def check(self) -> None:
         from .tta import TTA_VIEWS
 
         _one_of("evaluate.tta", self.tta, tuple(TTA_VIEWS))
         _at_least("evaluate.batch_size", self.batch_size, 1)
+        _at_least("evaluate.bootstrap_resamples", self.bootstrap_resamples, 100)
+        _at_least("evaluate.embedding_images", self.embedding_images, 10)
 
 
 @dataclass(frozen=True)
 class GradcamParams:
     examples_per_kind: int = 2  # correct and wrong examples per class
+    metric_images: int = 500  # internal test images with masks, at most, for cam_in_lesion and the sanity check
+    batch_size: int = 16  # images per Grad-CAM pass (forward and backward)
 
     def check(self) -> None:
         _at_least("gradcam.examples_per_kind", self.examples_per_kind, 1)
+        _at_least("gradcam.metric_images", self.metric_images, 1)
+        _at_least("gradcam.batch_size", self.batch_size, 1)
 
 
 @dataclass(frozen=True)
 class Params:
     seed: int = 42
     data: DataParams = field(default_factory=DataParams)
+    audit: AuditParams = field(default_factory=AuditParams)
     split: SplitParams = field(default_factory=SplitParams)
     model: ModelParams = field(default_factory=ModelParams)
     train: TrainParams = field(default_factory=TrainParams)
@@ -160,6 +191,7 @@ class Params:
 
     def check(self) -> None:
         self.data.check()
+        self.audit.check()
         self.split.check()
         self.model.check()
         self.train.check(self.split.n_folds)

@@ -5,14 +5,26 @@
 Output: models/fold<k>.safetensors + fold<k>.json (the model card), plots/train/fold<k>.csv
 (per-epoch curves), metrics/train.json (best validation epoch per fold).
 A checkpoint per fold in checkpoints/ (kept by DVC between runs) lets a killed run resume.
+
+Several GPUs (DDP): with train.nproc_per_node N > 1 this script starts itself again under torchrun
+as N processes on this node. Launched by torchrun directly, it runs as one rank of its world, e.g.
+on two nodes (same code, params and data on both; K = 0 on node0, 1 on node1; then, on node0,
+`dvc commit train`):
+
+    torchrun --nnodes 2 --node-rank K --nproc_per_node 8 --rdzv-endpoint node0:29500 stages/train.py
+
+Only rank 0 writes models/, plots/train, metrics/train.json and the checkpoints.
 """
 
+import sys
 from pathlib import Path
 
 import pandas as pd
 
-from skinlesion import atomic, cli, model, splitting
+from skinlesion import atomic, calibration, cli, distributed, model, splitting
+from skinlesion.cache import ImageCache
 from skinlesion.classes import CLASSES
+from skinlesion.device import pick_device
 from skinlesion.params import as_dict, load_params
 from skinlesion.training import train_fold
 
@@ -21,14 +33,27 @@ CHECKPOINTS = Path("checkpoints")
 
 def main(args) -> None:
     params = load_params(args.params)
+    if params.train.nproc_per_node > 1 and not distributed.launched_by_torchrun():
+        sys.exit(distributed.relaunch_under_torchrun(params.train.nproc_per_node, sys.argv))
+    with distributed.process_group(pick_device(params.train.device)):
+        train_folds(params)
+
+
+def train_folds(params) -> None:
     frame = splitting.read_splits()
     cv = frame[frame["fold"] != splitting.TEST]
+    images = ImageCache("data/cache/ham10000", params.data.img_size)
     results = {}
     for fold in params.train.folds:
-        print(f"fold {fold}: {int((cv['fold'] != fold).sum())} training, {int((cv['fold'] == fold).sum())} "
-              f"validation images", flush=True)
+        if distributed.is_main():
+            print(f"fold {fold}: {int((cv['fold'] != fold).sum())} training, {int((cv['fold'] == fold).sum())} "
+                  f"validation images", flush=True)
         results[fold] = train_fold(cv[cv["fold"] != fold], cv[cv["fold"] == fold], params, fold,
-                                   checkpoint_path=CHECKPOINTS / f"fold{fold}.pt")
+                                   checkpoint_path=CHECKPOINTS / f"fold{fold}.pt", cache=images)
+    if not distributed.is_main():
+        return
+    # The temperature of each fold model, fitted on its own out-of-fold validation predictions.
+    calibrations = {k: calibration.calibrate_fold(r.val_logits, r.val_labels) for k, r in results.items()}
 
     with atomic.atomic_dir("models") as models, atomic.atomic_dir("plots/train") as curves:
         for fold, result in results.items():
@@ -41,10 +66,11 @@ def main(args) -> None:
                 "seed": params.seed + fold,
                 "params": {"model": as_dict(params.model), "train": as_dict(params.train)},
                 "val_metrics": result.best,
+                **calibrations[fold],  # temperature, and the validation ECE before and after it
             }
             model.save(result.model, card, models, f"fold{fold}")
             pd.DataFrame(result.history).to_csv(curves / f"fold{fold}.csv", index=False)
-    atomic.write_json("metrics/train.json", {f"fold{k}": r.best for k, r in results.items()})
+    atomic.write_json("metrics/train.json", {f"fold{k}": {**r.best, **calibrations[k]} for k, r in results.items()})
 
 
 if __name__ == "__main__":

@@ -41,8 +41,9 @@ def prepared(tmp_path_factory) -> Path:
     for section, values in TINY.items():
         params[section].update(values)
     (root / "params.yaml").write_text(yaml.safe_dump(params))
-    finish(stage("download", root))
-    finish(stage("split", root))
+    for name in ("download", "audit", "split"):
+        finish(stage(name, root))
+    finish(stage("preprocess", root))
     return root
 
 
@@ -102,8 +103,8 @@ def test_same_seed_gives_identical_data_and_split(prepared, tmp_path):
     again = tmp_path / "again"
     again.mkdir()
     shutil.copy(prepared / "params.yaml", again / "params.yaml")
-    finish(stage("download", again))
-    finish(stage("split", again))
+    for name in ("download", "audit", "split"):
+        finish(stage(name, again))
     for name in ("data/manifests/ham10000.csv", "data/splits/splits.csv", "metrics/split.json"):
         assert (again / name).read_bytes() == (prepared / name).read_bytes(), name
 
@@ -111,13 +112,13 @@ def test_same_seed_gives_identical_data_and_split(prepared, tmp_path):
 def test_a_stage_failing_midway_leaves_no_partial_outputs(prepared, tmp_path):
     work = copy_of(prepared, tmp_path, "failing")
     finish(stage("train", work))
-    # Corrupt one external image: evaluate fails after the internal set is already predicted.
-    external = sorted((work / "data/raw/external").rglob("*.jpg"))
-    external[-1].write_bytes(b"truncated")
+    # Truncate the external image cache: evaluate fails after the internal set is already predicted.
+    pixels = work / "data/cache/external/pixels.u8"
+    pixels.write_bytes(pixels.read_bytes()[:1000])
     proc = stage("evaluate", work)
     out, _ = proc.communicate(timeout=300)
     assert proc.returncode == 2
-    assert "cannot read image" in out and external[-1].name in out and "Traceback" not in out
+    assert "image cache data/cache/external is truncated" in out and "Traceback" not in out
     assert not (work / "metrics/eval.json").exists()
     assert not (work / "data/predictions").exists() and not (work / "plots/eval").exists()
     assert list(work.rglob(".*.tmp")) == []
