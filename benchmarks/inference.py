@@ -4,7 +4,7 @@
     python benchmarks/inference.py --models models        # the trained fold ensemble, at its card's size
 
 Batch-1 latency: one uint8 image in host memory to class probabilities in host memory (the copy
-to the device, normalisation, channels_last and bf16 on CUDA, the model, softmax, the copy back),
+to the device, normalisation, channels_last, bf16 on CUDA, the model, softmax, the copy back),
 as the app serves one upload; p50 and p95 over --repeats calls. Batched throughput: batches of
 --batch-size already on the device, as evaluation runs them; with TTA "flips" the three views of a
 batch go through one forward pass, so the TTA cost ratio (time per image with flips / without)
@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from skinlesion import model as model_lib
-from skinlesion.device import autocast_dtype, pick_device, prepare_batch
+from skinlesion.device import autocast_dtype, channels_last, pick_device, prepare_batch
 from skinlesion.tta import predict_proba
 
 
@@ -82,8 +82,8 @@ def main(argv=None) -> dict:
     args = arguments(argv)
     device = pick_device(args.device)
     net, name = load_model(args, device)
+    net = channels_last(net)
     if device.type == "cuda":
-        net = net.to(memory_format=torch.channels_last)
         torch.backends.cudnn.benchmark = True
     size = (3, args.img_size, args.img_size)
     one = torch.randint(0, 256, (1, *size), dtype=torch.uint8)

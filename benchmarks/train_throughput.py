@@ -5,7 +5,7 @@
 
 model-only: the training step (forward, focal loss, backward, fused AdamW step) on a synthetic uint8
 batch that already sits on the device: the same model, batch size, precision (bf16 autocast on
-CUDA) and memory format (channels_last on CUDA) as training, like timm's benchmark.py. It is the
+CUDA) and memory format (channels_last) as training, like timm's benchmark.py. It is the
 bound for training speed. end-to-end: the same step fed by the real training DataLoader (the
 decode-once cache, the weighted sampler, augmentation in persistent workers, pinned memory,
 non-blocking copies), and the loss read back every step as training does. The ratio says how close
@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, WeightedRandomSampler
 from skinlesion import model as model_lib
 from skinlesion.classes import CLASSES
 from skinlesion.dataset import LesionImages, loader_options
-from skinlesion.device import autocast_dtype, pick_device, prepare_batch
+from skinlesion.device import autocast_dtype, channels_last, pick_device, prepare_batch
 from skinlesion.losses import FocalLoss
 from skinlesion.params import AugmentParams
 from skinlesion.sampling import sample_weights
@@ -54,8 +54,8 @@ class TrainStep:
     def __init__(self, args, device: torch.device):
         self.device, self.amp_dtype = device, autocast_dtype(device)
         self.model = model_lib.create(args.model, pretrained=False, drop_rate=0.1).to(device)
+        self.model = channels_last(self.model)
         if device.type == "cuda":
-            self.model = self.model.to(memory_format=torch.channels_last)
             torch.backends.cudnn.benchmark = True
         if args.compile:
             self.model.compile()
@@ -139,7 +139,7 @@ def main(argv=None) -> dict:
     result = {
         "benchmark": "train_throughput", "model": args.model, "img_size": args.img_size,
         "batch_size": args.batch_size, "precision": "fp32" if amp is None else str(amp).removeprefix("torch."),
-        "memory_format": "channels_last" if device.type == "cuda" else "contiguous", "compile": args.compile,
+        "memory_format": "channels_last", "compile": args.compile,
         "workers": workers, "steps": args.steps, "images": n_images,
         "model_only_img_s": round(bound, 2), "end_to_end_img_s": round(e2e, 2), "ratio": round(e2e / bound, 3),
         "cpu_load": cpu, "cache_build_img_s": round(len(frame) / build_seconds, 1), **common.environment(device),

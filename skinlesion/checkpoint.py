@@ -12,6 +12,7 @@ import hashlib
 import json
 from pathlib import Path
 
+import timm
 import torch
 
 from . import atomic
@@ -19,11 +20,20 @@ from .dataset import LesionImages
 from .params import Params, as_dict
 
 
+def code_version() -> str:
+    """The package's source and the versions of torch and timm: a resumed run must run the same
+    code as the run it continues, or its weights would match neither the old code nor the new."""
+    digest = hashlib.sha256(f"torch {torch.__version__} timm {timm.__version__}".encode())
+    for source in sorted(Path(__file__).parent.glob("*.py")):
+        digest.update(source.name.encode() + source.read_bytes())
+    return digest.hexdigest()
+
+
 def fingerprint(params: Params, fold: int, train: LesionImages, val: LesionImages, world_size: int = 1) -> str:
-    """What a checkpoint is valid for: the params that shape training, the number of DDP processes
-    (each draws its own share of a batch), and the labels and decoded pixels of every image (so
-    regenerated or replaced images invalidate it too)."""
-    relevant = {"seed": params.seed, "img_size": params.data.img_size, "fold": fold,
+    """What a checkpoint is valid for: the code, the params that shape training, the number of DDP
+    processes (each draws its own share of a batch), and the labels and decoded pixels of every
+    image (so regenerated or replaced images invalidate it too)."""
+    relevant = {"code": code_version(), "seed": params.seed, "img_size": params.data.img_size, "fold": fold,
                 "model": as_dict(params.model), "train": as_dict(params.train),
                 "train_images": train.frame["image_id"].tolist(), "val_images": val.frame["image_id"].tolist(),
                 "labels": train.labels.tolist() + val.labels.tolist()}
@@ -51,7 +61,7 @@ def load(path: Path, expected_fingerprint: str) -> dict | None:
         print(f"checkpoint {path} is unreadable ({type(e).__name__}); starting this fold from scratch", flush=True)
         return None
     if not isinstance(state, dict) or state.get("fingerprint") != expected_fingerprint:
-        print(f"checkpoint {path} was made with other params or data; ignoring it and starting from scratch",
+        print(f"checkpoint {path} was made with other code, params or data; ignoring it and starting from scratch",
               flush=True)
         return None
     return state

@@ -23,8 +23,13 @@ def autocast_dtype(device: torch.device) -> torch.dtype | None:
 
 
 def prepare_batch(images: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """Copy a uint8 batch to the device; channels_last on CUDA, where depthwise convs need it."""
-    images = images.to(device, non_blocking=True)
-    if device.type == "cuda":
-        images = images.contiguous(memory_format=torch.channels_last)
-    return images
+    """Copy a uint8 batch to the device, in channels_last (see `channels_last`)."""
+    return images.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+
+
+def channels_last(model: torch.nn.Module) -> torch.nn.Module:
+    """The memory format for EfficientNet's depthwise convolutions on every device: bf16 on CUDA
+    falls back to slow kernels without it, and on the CPU it is 1.4-1.5x faster too (measured on
+    2 cores: B3 trains at 80 instead of 55 img/s at 64 px; batch-1 inference at 300 px takes 65
+    instead of 93 ms)."""
+    return model.to(memory_format=torch.channels_last)

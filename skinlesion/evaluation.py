@@ -11,7 +11,7 @@ from tqdm import tqdm
 from .classes import CLASSES
 from .cache import ImageCache
 from .dataset import LesionImages, loader_options
-from .device import autocast_dtype, prepare_batch
+from .device import autocast_dtype, channels_last, prepare_batch
 from .transforms import eval_transform
 from .tta import predict_proba
 
@@ -23,11 +23,10 @@ def predict_frame(model, frame: pd.DataFrame, *, img_size: int, tta: str, batch_
     """(N, 7) class probabilities for every row of `frame`, in the row order. Images come from
     `cache` when given (the same pixels as a fresh decode), else are decoded here. The path to the
     model is the training step's: uint8 batches, pinned and copied without blocking, normalised on
-    the device, channels_last and bf16 on CUDA, all TTA views in one forward pass."""
+    the device, channels_last, bf16 on CUDA, all TTA views in one forward pass."""
     dataset = LesionImages(frame, img_size, eval_transform(img_size), cache)
     loader = DataLoader(dataset, batch_size=batch_size, **loader_options(device, workers))
-    if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)  # depthwise convs in bf16 need it
+    model = channels_last(model)
     amp_dtype = autocast_dtype(device)
     out = []
     for images, _ in tqdm(loader, desc=desc, leave=False):

@@ -28,6 +28,7 @@ from torch import nn
 
 from . import tta as tta_views
 from .classes import CLASSES, display_name
+from .device import channels_last
 from .model import FoldEnsemble, load_ensemble
 from .transforms import to_chw_uint8
 
@@ -164,13 +165,13 @@ class Predictor:
 
     def __init__(self, served: ServedModel):
         self.served = served
-        self.model = served.ensemble.eval().requires_grad_(False)
+        self.model = channels_last(served.ensemble.eval().requires_grad_(False))
         self.cam_layers = served.ensemble.cam_layers()
         self._lock = threading.Lock()  # hooks and the model are shared: no interleaved requests
 
     def predict(self, rgb: np.ndarray, *, tta: bool, cam: bool = True) -> Prediction:
         """rgb: (size, size, 3) uint8, as uploads.read_upload returns it."""
-        images = to_chw_uint8(rgb)[None]
+        images = to_chw_uint8(rgb)[None].contiguous(memory_format=torch.channels_last)
         mode = "flips" if tta else "none"
         with self._lock:
             if not cam:

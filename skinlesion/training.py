@@ -23,7 +23,7 @@ from . import model as model_lib
 from .classes import CLASSES
 from .cache import ImageCache
 from .dataset import LesionImages, loader_options
-from .device import autocast_dtype, pick_device, prepare_batch
+from .device import autocast_dtype, channels_last, pick_device, prepare_batch
 from .losses import FocalLoss
 from .metrics import balanced_accuracy
 from .params import Params, ParamsError
@@ -125,8 +125,8 @@ def train_fold(train_frame: pd.DataFrame, val_frame: pd.DataFrame, params: Param
 
     model = model_lib.create(params.model.name, pretrained=params.model.pretrained,
                              drop_rate=params.model.drop_rate).to(device)
+    model = channels_last(model)
     if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
         torch.backends.cudnn.benchmark = True
     if p.compile:
         model.compile()  # in place: the state_dict keys stay those of the plain model

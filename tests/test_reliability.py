@@ -95,7 +95,7 @@ def test_checkpoint_from_other_params_is_ignored(prepared, tmp_path):
     params["train"]["lr"] = 0.001
     (work / "params.yaml").write_text(yaml.safe_dump(params))
     out = finish(stage("train", work))
-    assert "made with other params or data; ignoring it" in out
+    assert "made with other code, params or data; ignoring it" in out
     assert "fold 0 epoch 1/3: train_loss" in out
 
 
