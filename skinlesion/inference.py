@@ -176,7 +176,7 @@ class Predictor:
         with self._lock:
             if not cam:
                 with torch.inference_mode():
-                    probs = tta_views.predict_proba(self.model, images, mode)
+                    probs = tta_views.predict_proba(self.model, images, mode, one_pass=True)  # batch 1: one pass is faster
                 return Prediction(probs[0].double().numpy(), None)
             return self._predict_with_cams(images, mode)
 
@@ -193,7 +193,7 @@ class Predictor:
         try:
             recorder = _Recorder(self.model)
             with torch.enable_grad():
-                probs = tta_views.predict_proba(recorder, images, mode)[0].detach().double().numpy()
+                probs = tta_views.predict_proba(recorder, images, mode, one_pass=True)[0].detach().double().numpy()
                 output = recorder.output  # (views, 7)
                 grads = [torch.autograd.grad(output[:, k].sum(), activations, retain_graph=k < len(CLASSES) - 1)
                          for k in range(len(CLASSES))]

@@ -38,7 +38,7 @@ def test_flip_invariant_model_gives_the_same_output_with_and_without_tta():
 def test_flips_are_one_batched_forward_pass_and_the_views_are_averaged():
     x = torch.arange(2 * 3 * 4 * 4, dtype=torch.float32).view(2, 3, 4, 4)
     model = Recorder()
-    probs = predict_proba(model, x, "flips")
+    probs = predict_proba(model, x, "flips", one_pass=True)
     assert model.seen.shape[0] == 6  # 3 views x 2 images, in one call
     assert torch.equal(model.seen[2:4], x.flip(-1)) and torch.equal(model.seen[4:6], x.flip(-2))
     # each view puts ~all mass on its own class, so the average is ~1/3 each on classes 0, 1, 2
@@ -48,3 +48,13 @@ def test_flips_are_one_batched_forward_pass_and_the_views_are_averaged():
 
 def test_tta_views_are_named():
     assert TTA_VIEWS["flips"] == ("original", "hflip", "vflip")
+
+
+def test_views_one_after_another_give_the_probabilities_of_one_pass():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten(), torch.nn.LazyLinear(7))
+    x = torch.rand(5, 3, 8, 8) * 255
+    together = predict_proba(model, x, "flips", one_pass=True)
+    in_turn = predict_proba(model, x, "flips", one_pass=False)
+    assert torch.allclose(together, in_turn, atol=1e-6)
+    assert not torch.allclose(in_turn, predict_proba(model, x, "none"), atol=1e-3)  # the views do differ
