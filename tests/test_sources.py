@@ -105,6 +105,15 @@ def test_atomic_write_leaves_nothing_when_the_writer_fails(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("writer", [atomic.atomic_path, atomic.atomic_dir])
+def test_a_failed_write_removes_the_folders_it_created_but_no_others(tmp_path, writer):
+    (tmp_path / "data" / "kept").mkdir(parents=True)
+    with pytest.raises(RuntimeError):
+        with writer(tmp_path / "data" / "raw" / "ham10000" / "out"):
+            raise RuntimeError("killed midway")
+    assert [p.name for p in (tmp_path / "data").iterdir()] == ["kept"]
+
+
 def test_atomic_dir_keeps_the_previous_output_when_the_writer_fails(tmp_path):
     target = tmp_path / "models"
     with atomic.atomic_dir(target) as tmp:
