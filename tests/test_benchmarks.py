@@ -43,7 +43,7 @@ def test_train_throughput_measures_model_only_and_end_to_end_in_one_run(capsys):
     r = run_tiny("train_throughput", capsys)
     assert r["model_only_img_s"] > 0 and r["end_to_end_img_s"] > 0
     assert r["ratio"] == pytest.approx(r["end_to_end_img_s"] / r["model_only_img_s"], rel=0.01)
-    assert (r["device"], r["precision"], r["memory_format"], r["workers"]) == ("cpu", "fp32", "contiguous", 0)
+    assert (r["device"], r["precision"], r["memory_format"], r["workers"]) == ("cpu", "fp32", "channels_last", 0)
     assert r["cpu_load"]["process_cores"] > 0 and 0 <= r["cpu_load"]["machine_busy"] <= 1
 
 
