@@ -51,7 +51,7 @@ def dataset(args, img_size: int):
         else:
             demo_data.write_demo_ham10000(tmp / "ham10000", n_lesions=args.demo_lesions, seed=0,
                                           image_size=image_size(args.demo_image_size))
-            frame = sources.read_kaggle_ham10000(tmp / "ham10000")
+            frame = sources.read_ham10000(tmp / "ham10000")
             frame["path"] = [str(Path(p).resolve()) for p in frame["path"]]
         started = time.perf_counter()
         cache.build(tmp / "cache", frame, img_size)

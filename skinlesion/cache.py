@@ -135,6 +135,3 @@ class CachedImages(Sequence):
             return CachedImages(self.cache, self.image_ids[i])
         return self.cache[self.image_ids[i]]
 
-
-def open_cache(folder: str | Path, img_size: int) -> ImageCache:
-    return ImageCache(folder, img_size)

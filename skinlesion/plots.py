@@ -25,26 +25,27 @@ def confusion_table(y_true: np.ndarray, y_pred: np.ndarray) -> pd.DataFrame:
     return pd.DataFrame({"actual": names[y_true], "predicted": names[y_pred]})
 
 
+def _one_vs_rest(y_true: np.ndarray, probs: np.ndarray, curve) -> dict[str, pd.DataFrame]:
+    """curve(truth, scores) -> table, for each class with both positives and negatives."""
+    return {dx: curve(y_true == k, probs[:, k]) for k, dx in enumerate(CLASSES)
+            if 0 < (y_true == k).sum() < len(y_true)}
+
+
 def roc_tables(y_true: np.ndarray, probs: np.ndarray) -> dict[str, pd.DataFrame]:
     """Per class present with positives and negatives: its one-vs-rest ROC curve (fpr, tpr, threshold)."""
-    out = {}
-    for k, dx in enumerate(CLASSES):
-        truth = y_true == k
-        if 0 < truth.sum() < len(truth):
-            fpr, tpr, thresholds = roc_curve(truth, probs[:, k])
-            out[dx] = pd.DataFrame({"fpr": fpr, "tpr": tpr, "threshold": np.minimum(thresholds, 1.0)})
-    return out
+    def roc(truth, scores):
+        fpr, tpr, thresholds = roc_curve(truth, scores)
+        return pd.DataFrame({"fpr": fpr, "tpr": tpr, "threshold": np.minimum(thresholds, 1.0)})
+    return _one_vs_rest(y_true, probs, roc)
 
 
 def precision_recall_tables(y_true: np.ndarray, probs: np.ndarray) -> dict[str, pd.DataFrame]:
-    """Per class present: its precision-recall curve (recall ascending, as the plot draws it)."""
-    out = {}
-    for k, dx in enumerate(CLASSES):
-        truth = y_true == k
-        if 0 < truth.sum() < len(truth):
-            precision, recall, _ = precision_recall_curve(truth, probs[:, k])
-            out[dx] = pd.DataFrame({"recall": recall[::-1], "precision": precision[::-1]})
-    return out
+    """Per class present with positives and negatives: its precision-recall curve (recall ascending,
+    as the plot draws it)."""
+    def pr(truth, scores):
+        precision, recall, _ = precision_recall_curve(truth, scores)
+        return pd.DataFrame({"recall": recall[::-1], "precision": precision[::-1]})
+    return _one_vs_rest(y_true, probs, pr)
 
 
 def eval_tables(name: str, y_true: np.ndarray, probs: np.ndarray,

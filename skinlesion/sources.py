@@ -102,8 +102,6 @@ def read_ham10000(root: Path, mask_root: Path | None = None) -> pd.DataFrame:
     return validate(frame.loc[:, list(COLUMNS)], what=str(meta_path))
 
 
-read_kaggle_ham10000 = read_ham10000  # the name earlier callers use
-
 
 def unified_root(root: Path) -> Path | None:
     """The folder that holds Unified_dataset/, at root or one folder down, if any."""

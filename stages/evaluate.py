@@ -39,13 +39,14 @@ def main(args) -> None:
         for name, frame in sets.items():
             if frame.empty:
                 continue
+            images = ImageCache(CACHES[name], img_size)
             probs = evaluation.predict_frame(ensemble, frame, img_size=img_size, tta=params.evaluate.tta,
                                              batch_size=params.evaluate.batch_size, device=device, desc=name,
-                                             cache=ImageCache(CACHES[name], img_size))
+                                             cache=images)
             with calibration.uncalibrated(ensemble):  # the same, before temperature scaling: for the ECE
                 raw = evaluation.predict_frame(ensemble, frame, img_size=img_size, tta=params.evaluate.tta,
                                                batch_size=params.evaluate.batch_size, device=device,
-                                               desc=f"{name}, uncalibrated", cache=ImageCache(CACHES[name], img_size))
+                                               desc=f"{name}, uncalibrated", cache=images)
             y_true = np.array([CLASSES.index(dx) for dx in frame["dx"]])
             pred_table, truth_table = isic.tables(frame, probs)
             probs = isic.probabilities(pred_table)  # the CSV's numbers: eval.json is the official scorer's on it
@@ -61,7 +62,7 @@ def main(args) -> None:
             shown = embedding.sample(frame, params.evaluate.embedding_images, params.seed)
             features.append((name, shown["dx"].to_numpy(), embedding.frame_features(
                 ensemble, shown, img_size=img_size, batch_size=params.evaluate.batch_size, device=device,
-                cache=ImageCache(CACHES[name], img_size))))
+                cache=images)))
             r = report[name]
             print(f"{name}: {len(frame)} images, balanced accuracy {r['balanced_accuracy']:.4f} "
                   f"[{r['balanced_accuracy_ci95']['low']:.4f}, {r['balanced_accuracy_ci95']['high']:.4f}], "
