@@ -3,6 +3,7 @@ metadata is one message, a failed download keeps the previous outputs, zip bombs
 before anything is unpacked, outputs are readable by others, a killed stage's leftovers go away."""
 
 import importlib.util
+import json
 import os
 import shutil
 import signal
@@ -151,6 +152,22 @@ def test_failed_download_keeps_previous_outputs(download_stage, tmp_path, capsys
     assert code == 2 and expected in err, err
     assert {name: snapshot(work / name) for name in ("data", "metrics")} == before  # byte-identical
     assert temporaries(work) == []
+
+
+def test_skipped_images_are_named_by_their_final_path(download_stage, tmp_path, capsys):
+    """The checks run in the temporary folder, but nothing names it: the manifests and the metrics
+    point where the files are after the swap."""
+    work = tmp_path / "work"
+    work.mkdir()
+    copy = zipped_copy(tmp_path / "copy", truncate="ISIC_0024307")
+    code, _ = run_stage(download_stage, work, capsys, source="ham10000", ham10000_dir=str(copy), external="none",
+                        bad_images="skip")
+    assert code == 0
+    metrics = json.loads((work / "metrics/download.json").read_text())
+    assert metrics["bad_images"] == ["data/raw/ham10000/HAM10000_images_part_2/ISIC_0024307.jpg"]
+    table = (work / "data/manifests/ham10000.csv").read_text()
+    assert table.count("data/raw/ham10000/HAM10000_images_part_") == len(ROWS) - 1 and ".tmp" not in table
+    assert all((work / line.split(",")[1]).is_file() for line in table.splitlines()[1:])
 
 
 def test_a_failed_rename_puts_every_output_back(tmp_path, monkeypatch):
