@@ -1,15 +1,27 @@
 """Atomic outputs: write next to the target, then rename, so a failed or killed stage leaves the
-previous output or none, never a half-written file."""
+previous output or none, never a half-written file.
+
+Temporary names are `.<target name>.<host>.<pid>.<random>.tmp`, beside the target. A stage killed
+with SIGKILL cannot remove its own: the next write of the same target removes those whose process
+(on this host) is gone, and never one a live process still writes. `.gitignore` hides the pattern
+meanwhile. Outputs get the mode that the umask gives any new file (0755 folders and 0644 files
+under umask 022), so other users of a shared machine can read them.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
+import re
+import secrets
 import shutil
-import tempfile
+import socket
 from collections.abc import Iterator
 from pathlib import Path
+
+_HOST = hashlib.sha1(socket.gethostname().encode()).hexdigest()[:8]
 
 
 @contextlib.contextmanager
@@ -27,6 +39,43 @@ def _parent_folder(path: Path) -> Iterator[None]:
         raise
 
 
+def _temp_name(path: Path) -> Path:
+    return path.with_name(f".{path.name}.{_HOST}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def remove_stale_temporaries(path: str | Path) -> list[Path]:
+    """Remove the temporaries of `path` that a killed process left behind; return them. Only our
+    own naming pattern, only from this host, only when that process no longer runs."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        return []
+    ours = re.compile(rf"\.{re.escape(path.name)}\.{_HOST}\.(\d+)\.[0-9a-f]+\.tmp")
+    stale = []
+    for entry in path.parent.iterdir():
+        match = ours.fullmatch(entry.name)
+        if match and not _alive(int(match.group(1))):
+            _remove(entry)
+            stale.append(entry)
+    return stale
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path in the target's folder; rename it onto `path` only on success."""
@@ -37,12 +86,11 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 
 @contextlib.contextmanager
 def _atomic_path(path: Path) -> Iterator[Path]:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp)
+    remove_stale_temporaries(path)
+    tmp = _temp_name(path)
+    os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))  # the umask decides the mode
     try:
         yield tmp
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; outputs are ordinary files
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -51,26 +99,55 @@ def _atomic_path(path: Path) -> Iterator[Path]:
 @contextlib.contextmanager
 def atomic_dir(path: str | Path) -> Iterator[Path]:
     """Yield an empty temporary folder; on success it replaces `path` whole."""
-    path = Path(path)
-    with _parent_folder(path), _atomic_dir(path) as tmp:
+    with replaced_together(path) as (tmp,):
         yield tmp
 
 
 @contextlib.contextmanager
-def _atomic_dir(path: Path) -> Iterator[Path]:
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+def replaced_together(*paths: str | Path) -> Iterator[tuple[Path, ...]]:
+    """Yield one empty temporary folder per target folder. When the block succeeds, they replace
+    their targets, all at the end, by renames only (no copy); when the block fails, or a rename
+    does, every target stays exactly as it was and the temporary folders are removed."""
+    targets = [Path(p) for p in paths]
+    with contextlib.ExitStack() as stack:
+        for target in targets:
+            stack.enter_context(_parent_folder(target))
+        temps: list[Path] = []
+        try:
+            for target in targets:
+                remove_stale_temporaries(target)
+                temps.append(_temp_name(target))
+                temps[-1].mkdir(0o777)  # the umask decides the mode (mkdtemp would make 0700)
+            yield tuple(temps)
+            _swap_in(list(zip(temps, targets)))
+        finally:
+            for tmp in temps:
+                _remove(tmp)
+
+
+def _swap_in(pairs: list[tuple[Path, Path]]) -> None:
+    """Rename each new folder onto its target, moving the old one aside first; on any failure
+    rename everything back, so the targets are the old ones again."""
+    done: list[tuple[Path, Path, Path | None]] = []  # (new's temp name, target, where the old one went)
     try:
-        yield tmp
-        if path.exists():
-            old = path.with_name(f".{path.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(path, old)
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        for tmp, target in pairs:
+            old = None
+            if target.exists():
+                old = _temp_name(target)
+                os.replace(target, old)
+            done.append((tmp, target, old))
+            os.replace(tmp, target)
+    except BaseException:
+        for tmp, target, old in reversed(done):
+            with contextlib.suppress(OSError):
+                if not tmp.exists() and target.exists():
+                    os.replace(target, tmp)  # the new one back to its temp name, removed by the caller
+                if old is not None:
+                    os.replace(old, target)
+        raise
+    for _, _, old in done:
+        if old is not None:
+            _remove(old)
 
 
 def write_text(path: str | Path, text: str) -> None:

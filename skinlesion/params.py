@@ -32,6 +32,9 @@ class DataParams:
     demo_external_images: int = 300  # size of the synthetic external set
     external_split: str = "val"  # which split of the unified set to evaluate on
     bad_images: str = "fail"  # fail: stop and list unreadable images | skip: drop them, count them in metrics
+    max_member_bytes: int = 256 * 2**20  # what one zip member may unpack to (skinlesion/archives.py: Limits)
+    max_archive_bytes: int = 64 * 2**30  # what one zip may unpack to, in all
+    max_compression_ratio: float = 100.0  # unpacked / packed, per member of 1 MiB or more; images are ~1
 
     def check(self) -> None:
         _one_of("data.source", self.source, ("demo", "ham10000"))
@@ -41,6 +44,9 @@ class DataParams:
         _at_least("data.img_size", self.img_size, 32)
         _at_least("data.demo_lesions", self.demo_lesions, 20)
         _at_least("data.demo_external_images", self.demo_external_images, 7)
+        _between("data.max_member_bytes", self.max_member_bytes, 2**20, 2**40)
+        _between("data.max_archive_bytes", self.max_archive_bytes, 2**20, 2**44)
+        _between("data.max_compression_ratio", self.max_compression_ratio, 2.0, 1e6)
 
 
 @dataclass(frozen=True)

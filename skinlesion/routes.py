@@ -2,12 +2,13 @@
 
 HAM10000: (1) a local copy in data.ham10000_dir, extracted or zipped, Kaggle or Dataverse layout;
 (2) Harvard Dataverse, anonymous; (3) the Kaggle API. The unified external set: (1) a local copy in
-data.external_dir; (2) the Kaggle API. Zips are extracted (safely, see archives.py) into
-data/raw/<dataset>; downloads are kept, verified, in data/downloads/ so a rerun of the stage
-does not fetch gigabytes again. HAM10000's lesion masks come with the Dataverse route; a copy
-without them gets them from a masks zip beside it or, best effort, from Dataverse, extracted into
-data/raw/ham10000 (never into the user's copy). Only cam_in_lesion needs them: without them the
-stage goes on.
+data.external_dir; (2) the Kaggle API. Zips are extracted (safely and within the data.max_* limits,
+see archives.py) into raw/, which the download stage gives as a temporary folder that replaces
+data/raw/<dataset> only once everything checked out. Downloads are kept, verified, in
+data/downloads/ so a rerun of the stage does not fetch gigabytes again. HAM10000's lesion masks
+come with the Dataverse route; a copy without them gets them from a masks zip beside it or, best
+effort, from Dataverse, extracted into raw/ (never into the user's copy). Only cam_in_lesion needs
+them: without them the stage goes on.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ def _keep_ham10000_member() -> Callable[[str], bool]:
     return keep
 
 
-def extract_ham10000(files: list[Path], raw: Path) -> None:
+def extract_ham10000(files: list[Path], raw: Path, limits: archives.Limits = archives.Limits()) -> None:
     """Zips and loose metadata into raw/ (atomically: all or nothing). A per-part zip goes into a
     folder of its own name, since its members may sit at its top level."""
     keep = _keep_ham10000_member()
@@ -61,7 +62,7 @@ def extract_ham10000(files: list[Path], raw: Path) -> None:
         for f in sorted(files):
             if f.suffix.lower() == ".zip":
                 named = f.stem.lower().startswith((sources.IMAGE_FOLDER_PREFIX, sources.MASK_FOLDER.lower()))
-                archives.extract(f, tmp / f.stem if named else tmp, keep)
+                archives.extract(f, tmp / f.stem if named else tmp, keep, limits)
             else:
                 shutil.copy2(f, tmp / f.name)
 
@@ -86,10 +87,10 @@ def _masks_zip(downloads: Path, server: str, log: Log, optional: bool) -> Path |
 
 
 def _read_with_masks(root: Path, raw: Path, downloads: Path, log: Log, server: str,
-                     download_masks: bool = True) -> pd.DataFrame:
+                     download_masks: bool = True, limits: archives.Limits = archives.Limits()) -> pd.DataFrame:
     """Read the copy in root; when it has no lesion masks, extract them into raw/ from a masks zip
     in root or, once and best effort, downloaded from Dataverse."""
-    frame = sources.read_ham10000(root, mask_root=raw)
+    frame = sources.read_ham10000(root, mask_root=raw, log=log)
     if (frame["mask_path"] != "").any():
         return frame
     beside = [p for p in sorted(Path(root).glob("*")) if p.name.lower() == dataverse.MASKS_NAME.lower()]
@@ -103,31 +104,31 @@ def _read_with_masks(root: Path, raw: Path, downloads: Path, log: Log, server: s
         return frame
     try:
         with atomic.atomic_dir(raw / sources.MASK_FOLDER) as tmp:
-            archives.extract(masks, tmp, _keep_ham10000_member())
+            archives.extract(masks, tmp, _keep_ham10000_member(), limits)
     except DataError as e:
         _no_masks(log, str(e))
         return frame
-    frame = sources.read_ham10000(root, mask_root=raw)
+    frame = sources.read_ham10000(root, mask_root=raw, log=log)
     log(f"HAM10000 lesion masks: {(frame['mask_path'] != '').sum()} of {len(frame)} images have one, "
         f"from {masks.name} extracted into {raw / sources.MASK_FOLDER}")
     return frame
 
 
 def ham10000(data_dir: str, raw: Path, downloads: Path, log: Log = print,
-             server: str = dataverse.SERVER) -> pd.DataFrame:
-    """The HAM10000 manifest by the first route that works."""
+             server: str = dataverse.SERVER, limits: archives.Limits = archives.Limits()) -> pd.DataFrame:
+    """The HAM10000 manifest by the first route that works, with what it extracts in raw/."""
     if data_dir:
         root = Path(data_dir)
         if not root.is_dir():
             raise DataError(f"data.ham10000_dir {root} is not a folder; {HOW_LOCAL}")
         if sources.has_ham10000_layout(root):
             log(f"HAM10000 route 1 of 3: the extracted local copy in {root}")
-            return _read_with_masks(root, raw, downloads, log, server)
+            return _read_with_masks(root, raw, downloads, log, server, limits=limits)
         files = _local_ham10000_files(root)
         if files:
             log(f"HAM10000 route 1 of 3: the zipped local copy in {root}, extracted into {raw}")
-            extract_ham10000(files, raw)
-            return _read_with_masks(raw, raw, downloads, log, server)
+            extract_ham10000(files, raw, limits)
+            return _read_with_masks(raw, raw, downloads, log, server, limits=limits)
         raise DataError(f"data.ham10000_dir {root} holds neither an extracted HAM10000 copy nor its zips; {HOW_LOCAL}")
     log("HAM10000 route 1 of 3: no local copy (data.ham10000_dir is empty)")
 
@@ -137,8 +138,8 @@ def ham10000(data_dir: str, raw: Path, downloads: Path, log: Log = print,
         masks = _masks_zip(downloads, server, log, optional=False)
         files += [masks] if masks else []
         log(f"HAM10000: downloaded and verified {', '.join(f.name for f in files)}; extracting into {raw}")
-        extract_ham10000(files, raw)
-        return _read_with_masks(raw, raw, downloads, log, server, download_masks=False)
+        extract_ham10000(files, raw, limits)
+        return _read_with_masks(raw, raw, downloads, log, server, download_masks=False, limits=limits)
     except fetch.DownloadError as e:
         dataverse_failure = str(e)
         log(f"HAM10000 route 2 of 3 failed: {e}")
@@ -147,8 +148,8 @@ def ham10000(data_dir: str, raw: Path, downloads: Path, log: Log = print,
     kaggle_failure = kaggle_source.unavailable()
     if kaggle_failure is None:
         archive = kaggle_source.download(kaggle_source.HAM10000, downloads / "kaggle")
-        extract_ham10000([archive], raw)
-        return _read_with_masks(raw, raw, downloads, log, server)
+        extract_ham10000([archive], raw, limits)
+        return _read_with_masks(raw, raw, downloads, log, server, limits=limits)
     raise DataError(
         "no HAM10000 copy could be found or downloaded. The three routes, and how to use each:\n"
         f"  1. a local copy: data.ham10000_dir is empty; {HOW_LOCAL}\n"
@@ -156,7 +157,7 @@ def ham10000(data_dir: str, raw: Path, downloads: Path, log: Log = print,
         f"  3. the Kaggle API ({kaggle_source.HAM10000}): {kaggle_failure}; {HOW_KAGGLE}")
 
 
-def extract_unified(archive: Path, raw: Path, split: str) -> None:
+def extract_unified(archive: Path, raw: Path, split: str, limits: archives.Limits = archives.Limits()) -> None:
     """Only the split to evaluate, out of the whole unified zip."""
     wanted = f"unified_dataset/{split}/"
 
@@ -164,11 +165,12 @@ def extract_unified(archive: Path, raw: Path, split: str) -> None:
         return wanted in name.replace("\\", "/").lower()
 
     with atomic.atomic_dir(raw) as tmp:
-        if not archives.extract(archive, tmp, keep):
+        if not archives.extract(archive, tmp, keep, limits):
             raise DataError(f"{archive}: no Unified_dataset/{split}/ images inside")
 
 
-def unified(data_dir: str, split: str, raw: Path, downloads: Path, log: Log = print) -> pd.DataFrame:
+def unified(data_dir: str, split: str, raw: Path, downloads: Path, log: Log = print,
+            limits: archives.Limits = archives.Limits()) -> pd.DataFrame:
     """The unified external set's manifest by the first route that works."""
     if data_dir:
         root = Path(data_dir)
@@ -181,7 +183,7 @@ def unified(data_dir: str, split: str, raw: Path, downloads: Path, log: Log = pr
         zips = sorted(p for p in root.iterdir() if p.suffix.lower() == ".zip")
         if zips:
             log(f"external route 1 of 2: the zipped local copy {zips[0]}, split {split} extracted into {raw}")
-            extract_unified(zips[0], raw, split)
+            extract_unified(zips[0], raw, split, limits)
             return sources.read_unified(raw, split)
         raise DataError(f"data.external_dir {root} holds neither Unified_dataset/ nor a zip of it")
     log("external route 1 of 2: no local copy (data.external_dir is empty)")
@@ -189,7 +191,7 @@ def unified(data_dir: str, split: str, raw: Path, downloads: Path, log: Log = pr
     why = kaggle_source.unavailable()
     if why is None:
         archive = kaggle_source.download(kaggle_source.UNIFIED, downloads / "kaggle")
-        extract_unified(archive, raw, split)
+        extract_unified(archive, raw, split, limits)
         return sources.read_unified(raw, split)
     raise DataError(
         "no copy of the unified external set could be found or downloaded. The two routes, and how to use each:\n"

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -17,6 +19,7 @@ METADATA_SUFFIXES = ("", ".csv", ".tab", ".tsv", ".txt")
 IMAGE_FOLDER_PREFIX = "ham10000_images_part_"
 MASK_FOLDER = "HAM10000_segmentations_lesion_tschandl"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+METADATA_FALLBACK_ENCODINGS = ("cp1252", "latin-1")  # tried in order when a table is not UTF-8
 
 
 def _relative(path: Path) -> str:
@@ -49,13 +52,41 @@ def find_metadata(root: Path) -> Path | None:
     return None
 
 
-def read_metadata(path: Path) -> pd.DataFrame:
+def _decode(path: Path, log: Callable[[str], None]) -> str:
+    """The table's text: UTF-8 (with or without a byte-order mark), else the first of the fallback
+    encodings that decodes it, said in the log. The real tables are ASCII; a non-UTF-8 one was
+    saved by a spreadsheet, whose Windows default is cp1252 (latin-1 decodes any bytes, so it ends
+    the list). A wrong guess can only touch free text: ids and dx codes are ASCII, and checked."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        why = f"byte 0x{data[e.start]:02x} at offset {e.start} is not UTF-8"
+    for encoding in METADATA_FALLBACK_ENCODINGS:
+        try:
+            text = data.decode(encoding)
+        except UnicodeDecodeError:
+            continue
+        log(f"{path}: read as {encoding} ({why}); save it as UTF-8 to silence this")
+        return text
+    raise DataError(f"{path}: {why}, and no fallback encoding ({', '.join(METADATA_FALLBACK_ENCODINGS)}) "
+                    "decodes it either; save it as UTF-8")
+
+
+def read_metadata(path: Path, log: Callable[[str], None] = print) -> pd.DataFrame:
     """The HAM10000 metadata, comma- (Kaggle) or tab-separated (Dataverse, with the extra
     `dataset` column, which is dropped). Values may be quoted; ages may be `80` or `80.0`."""
-    with open(path, encoding="utf-8-sig") as f:
-        first = f.readline()
-    sep = "\t" if first.count("\t") > first.count(",") else ","
-    meta = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, encoding="utf-8-sig")
+    text = _decode(path, log)
+    if not text.strip():
+        raise DataError(f"{path} is empty; it should be the HAM10000 metadata table with the header "
+                        f"{','.join(METADATA_COLUMNS)}: download it again")
+    first = text.split("\n", 1)[0]
+    tabs = first.count("\t") > first.count(",")
+    try:
+        meta = pd.read_csv(io.StringIO(text), sep="\t" if tabs else ",", dtype=str, keep_default_na=False)
+    except pd.errors.ParserError as e:
+        raise DataError(f"{path} is not a readable {'tab' if tabs else 'comma'}-separated table ({e}); "
+                        "download it again") from None
     meta.columns = [c.strip() for c in meta.columns]
     allowed = (*METADATA_COLUMNS, DATAVERSE_EXTRA_COLUMN)
     missing = [c for c in METADATA_COLUMNS if c not in meta.columns]
@@ -71,7 +102,7 @@ def has_ham10000_layout(root: Path) -> bool:
     return find_metadata(root) is not None and bool(_folders(root, IMAGE_FOLDER_PREFIX))
 
 
-def read_ham10000(root: Path, mask_root: Path | None = None) -> pd.DataFrame:
+def read_ham10000(root: Path, mask_root: Path | None = None, log: Callable[[str], None] = print) -> pd.DataFrame:
     """An extracted HAM10000 copy in the Kaggle layout (HAM10000_metadata.csv and
     HAM10000_images_part_{1,2}/ISIC_*.jpg, with or without the lower-case duplicate folders) or the
     Dataverse layout (the tab-separated HAM10000_metadata.tab and the two extracted image zips).
@@ -82,7 +113,7 @@ def read_ham10000(root: Path, mask_root: Path | None = None) -> pd.DataFrame:
     if meta_path is None:
         raise DataError(f"{root}: no HAM10000_metadata table (.csv from Kaggle, .tab from Dataverse); point "
                         "data.ham10000_dir at the downloaded copy")
-    meta = read_metadata(meta_path)
+    meta = read_metadata(meta_path, log)
     images = _images_by_stem(_folders(root, IMAGE_FOLDER_PREFIX))
     no_image = sorted(set(meta["image_id"]) - set(images))
     if no_image:
@@ -139,6 +170,24 @@ def read_unified(root: Path, split: str = "val") -> pd.DataFrame:
     if not rows:
         raise DataError(f"{base}: no images in any class folder; expected {list(CLASSES)} with .jpg/.jpeg/.png files")
     return validate(pd.DataFrame(rows, columns=list(COLUMNS)), what=str(base), require_all_classes=False)
+
+
+def relocated_path(path: str, staged: Path, final: Path) -> str:
+    """`path` (relative to the working folder, as in a manifest), if under `staged`, as it reads
+    once `staged` is renamed to `final`; any other path (a copy read in place, or none) as it is."""
+    prefix = os.path.join(_relative(staged), "")
+    return os.path.join(_relative(final), path[len(prefix):]) if path.startswith(prefix) else path
+
+
+def relocated(frame: pd.DataFrame, staged: Path, final: Path) -> pd.DataFrame:
+    """The manifest with its paths under `staged` (a folder the download stage filled and checked)
+    pointing at `final`, where that folder is renamed once everything checked out."""
+    prefix, final_rel = os.path.join(_relative(staged), ""), _relative(final)
+
+    def move(path: str) -> str:
+        return os.path.join(final_rel, path[len(prefix):]) if path.startswith(prefix) else path
+
+    return frame.assign(path=frame["path"].map(move), mask_path=frame["mask_path"].map(move))
 
 
 def empty_manifest() -> pd.DataFrame:

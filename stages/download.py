@@ -5,14 +5,20 @@
 data.source=demo generates a synthetic HAM10000 in the Kaggle layout under data/raw/ham10000;
 data.source=ham10000 tries, in order: the local copy in data.ham10000_dir (extracted or zipped),
 Harvard Dataverse, the Kaggle API (see skinlesion/routes.py). data.external: demo | unified | none,
-where unified reads data.external_dir or uses the Kaggle API. Every image is decoded once
-(data.bad_images: fail | skip). Outputs: data/raw/, data/manifests/{ham10000,external}.csv,
-metrics/download.json.
+where unified reads data.external_dir or uses the Kaggle API. Zips unpack within data.max_*
+(skinlesion/archives.py). Every image is decoded once (data.bad_images: fail | skip). Outputs:
+data/raw/{ham10000,external}, data/manifests/{ham10000,external}.csv, metrics/download.json.
+
+All of it is built in temporary folders beside the outputs and checked first (metadata rows
+against images, every image decoded, the manifests validated); only then do the new folders
+replace data/raw/* and data/manifests, by renames. On any failure the previous outputs stay as
+they were.
 """
 
+import functools
 from pathlib import Path
 
-from skinlesion import atomic, cli, demo_data, image_check, manifest, routes, sources
+from skinlesion import archives, atomic, cli, demo_data, image_check, manifest, routes, sources
 from skinlesion.manifest import DataError
 from skinlesion.params import load_params
 
@@ -21,47 +27,54 @@ MANIFESTS = Path("data/manifests")
 DOWNLOADS = Path("data/downloads")  # verified downloads, kept across reruns; not a DVC output
 
 
-def ham10000_manifest(data, seed: int):
+def _limits(data) -> archives.Limits:
+    return archives.Limits(data.max_member_bytes, data.max_archive_bytes, data.max_compression_ratio)
+
+
+def ham10000_manifest(data, seed: int, raw: Path = RAW / "ham10000"):
+    """The HAM10000 manifest; what it extracts or generates goes into raw/."""
     if data.source == "demo":
-        with atomic.atomic_dir(RAW / "ham10000") as tmp:
-            demo_data.write_demo_ham10000(tmp, n_lesions=data.demo_lesions, seed=seed)
-        return sources.read_ham10000(RAW / "ham10000")
-    return routes.ham10000(data.ham10000_dir, RAW / "ham10000", DOWNLOADS)
+        demo_data.write_demo_ham10000(raw, n_lesions=data.demo_lesions, seed=seed)
+        return sources.read_ham10000(raw)
+    return routes.ham10000(data.ham10000_dir, raw, DOWNLOADS, limits=_limits(data))
 
 
-def external_manifest(data, seed: int):
+def external_manifest(data, seed: int, raw: Path = RAW / "external"):
     if data.external == "none":
         return sources.empty_manifest()
     if data.external == "demo":
-        with atomic.atomic_dir(RAW / "external") as tmp:
-            demo_data.write_demo_unified(tmp, n_images=data.demo_external_images, seed=seed + 1)
-        return sources.read_unified(RAW / "external")
-    return routes.unified(data.external_dir, data.external_split, RAW / "external", DOWNLOADS)
+        demo_data.write_demo_unified(raw, n_images=data.demo_external_images, seed=seed + 1)
+        return sources.read_unified(raw)
+    return routes.unified(data.external_dir, data.external_split, raw, DOWNLOADS, limits=_limits(data))
 
 
-def drop_bad_images(frame, name: str, policy: str, require_all_classes: bool):
-    """Decode every image; fail with the list, or drop the bad ones and say how many."""
+def drop_bad_images(frame, name: str, policy: str, require_all_classes: bool, shown=lambda path: path):
+    """Decode every image; fail with the list, or drop the bad ones and say how many. shown(path):
+    the path to name (the final one, not the temporary folder's)."""
     bad = image_check.bad_images(list(frame["path"]))
     if bad and policy == "fail":
-        listing = "\n".join(f"  {path}: {reason}" for path, reason in bad[:20])
+        listing = "\n".join(f"  {shown(path)}: {reason}" for path, reason in bad[:20])
         raise DataError(f"{name}: {len(bad)} unreadable image(s){' (first 20)' if len(bad) > 20 else ''}:\n{listing}\n"
                         "replace them, or set data.bad_images=skip to leave them out")
     if bad:
         print(f"{name}: skipped {len(bad)} unreadable image(s) (data.bad_images=skip)")
     kept = frame[~frame["path"].isin({p for p, _ in bad})].reset_index(drop=True)
-    return manifest.validate(kept, what=name, require_all_classes=require_all_classes), [p for p, _ in bad]
+    return manifest.validate(kept, what=name, require_all_classes=require_all_classes), [shown(p) for p, _ in bad]
 
 
 def main(args) -> None:
     params = load_params(args.params)
-    ham = ham10000_manifest(params.data, params.seed)
-    external = external_manifest(params.data, params.seed)
-    ham, ham_bad = drop_bad_images(ham, "ham10000", params.data.bad_images, require_all_classes=True)
-    external, external_bad = drop_bad_images(external, "external", params.data.bad_images, require_all_classes=False)
-    for folder in ("ham10000", "external"):  # DVC outputs, so they exist even when a copy is read in place
-        (RAW / folder).mkdir(parents=True, exist_ok=True)
-    manifest.write(MANIFESTS / "ham10000.csv", ham)
-    manifest.write(MANIFESTS / "external.csv", external)
+    finals = (RAW / "ham10000", RAW / "external")
+    with atomic.replaced_together(*finals, MANIFESTS) as (*staged, manifests):
+        frames = (ham10000_manifest(params.data, params.seed, staged[0]),
+                  external_manifest(params.data, params.seed, staged[1]))
+        checked = {}
+        for name, frame, tmp, final in zip(("ham10000", "external"), frames, staged, finals):
+            kept, bad = drop_bad_images(frame, name, params.data.bad_images, require_all_classes=name == "ham10000",
+                                        shown=functools.partial(sources.relocated_path, staged=tmp, final=final))
+            checked[name] = (sources.relocated(kept, tmp, final), bad)
+            manifest.write(manifests / f"{name}.csv", checked[name][0])
+    (ham, ham_bad), (external, external_bad) = checked["ham10000"], checked["external"]
     atomic.write_json("metrics/download.json", {
         "ham10000": {"images": len(ham), "lesions": int(ham["lesion_id"].nunique()), "bad_images_skipped": len(ham_bad)},
         "external": {"images": len(external), "bad_images_skipped": len(external_bad)},
