@@ -35,17 +35,21 @@ Design
   domain shift for external validation.
 * **Determinism.** Every generator is ``numpy.random.default_rng`` seeded from a tuple of integers
   ``(seed, stream, index...)``; iteration orders are fixed tuples; JPEG quality is fixed. Same
-  arguments -> byte-identical files (for the same numpy/Pillow/libjpeg builds: another encoder or
-  float library may change bytes, not the distribution).
+  arguments -> byte-identical files, on any CPU: see "CPU-independent maths" below for why the
+  per-pixel maths avoids numpy's SIMD-dispatched functions and BLAS.
 
 :func:`render_demo_image` renders a single image and mask (contact sheets, notebooks).
 """
 
 from __future__ import annotations
 
+import bisect
 import csv
+import functools
 import math
 import re
+import struct
+import zlib
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -275,7 +279,7 @@ class Lesion:
     style: dict
     radius: float
     aspect: float
-    harmonics: np.ndarray       # complex coefficients c_k of the radius function, k = 1..K
+    harmonics: np.ndarray       # (K, 2) float32: real and imaginary parts of c_k, k = 1..K
     jaggedness: float
     softness: float
     opacity: float
@@ -308,6 +312,57 @@ class View:
     rng: np.random.Generator    # remaining per-view draws (artifacts, noise)
 
 
+# --------------------------------------------------------------------------------------------
+# CPU-independent maths
+# --------------------------------------------------------------------------------------------
+# numpy computes +, -, *, /, sqrt, abs, min/max, clip, floor/rint and casts exactly as IEEE 754
+# says, so they give the same bits on every CPU. Its transcendental ufuncs do not: power, exp, log
+# (float32 and float64), float32 sin/cos and complex abs run kernels that numpy picks at import from
+# the CPU's SIMD extensions (AVX-512 / AVX2 / SSE / NEON), and dot, @ and linalg run OpenBLAS
+# kernels picked per CPU; they differ in the last bit. One such bit on a float32 pixel value that
+# sits on a rounding boundary changes a byte of a JPEG (it did: t ** gradient in the lesion's colour
+# ramp changed one pixel of one image between an AVX-512 and an AVX2 machine). So all per-pixel
+# maths below uses only the exact operations; cosines and powers are polynomials or tables of them.
+# Per-lesion and per-view scalars (float64, Python's math, numpy's random) may differ by an ulp
+# between C libraries; they reach the float32 pixel maths through a rounding to float32, which an
+# ulp of float64 changes with probability ~2^-29, and the drawn shapes through coordinates.
+# Pillow's resampling and drawing have no run-time CPU dispatch on x86-64, and libjpeg-turbo's
+# SIMD variants are bit-exact with its C code (the tests check all of this under AVX2 and SSE
+# settings). Not checked: arm64, where a compiler may fuse Pillow's float multiply-adds.
+
+_POWER_STEPS = 1024  # a power of two, so t * steps, its floor and the remainder are exact
+
+
+@functools.lru_cache(maxsize=256)
+def _power_table(exponent: float) -> np.ndarray:
+    return np.array([(i / _POWER_STEPS) ** exponent for i in range(_POWER_STEPS + 2)], dtype=np.float32)
+
+
+def _power01(t: np.ndarray, exponent: float) -> np.ndarray:
+    """t ** exponent for float32 t in [0, 1]: linear interpolation in a 1024-step table (error < 1e-4)."""
+    table = _power_table(float(exponent))
+    s = t * np.float32(_POWER_STEPS)
+    floor = np.floor(s)
+    i = floor.astype(np.intp)
+    lo = table[i]
+    return lo + (table[i + 1] - lo) * (s - floor)
+
+
+# Taylor coefficients of sin on [-pi/2, pi/2] up to x^11 (truncation error < 6e-8).
+_SIN_COEFFS = tuple(np.float32((-1) ** k / math.factorial(2 * k + 1)) for k in range(6))
+
+
+def _cos_turns(x: np.ndarray) -> np.ndarray:
+    """cos(2 pi x) for float32 x (x in turns), from exact operations only."""
+    r = np.abs(x - np.rint(x))                             # [0, 1/2]: cos is even and 1-periodic in x
+    s = (r - np.float32(0.25)) * np.float32(2 * math.pi)   # cos(2 pi r) = -sin(s), s in [-pi/2, pi/2]
+    s2 = s * s
+    acc = np.full_like(s, _SIN_COEFFS[-1])
+    for c in reversed(_SIN_COEFFS[:-1]):
+        acc = acc * s2 + c
+    return -(acc * s)
+
+
 def _rgb(c) -> np.ndarray:
     return np.asarray(c, dtype=np.float32) / 255.0
 
@@ -331,7 +386,7 @@ def _sample_harmonics(rng, irregularity: float, jaggedness: float) -> np.ndarray
     """Fourier coefficients of r(phi): low orders give asymmetry and lobes, high orders notches."""
     amps = np.concatenate([rng.dirichlet(np.ones(4)) * irregularity, rng.dirichlet(np.ones(8)) * jaggedness])
     phases = rng.uniform(0, 2 * np.pi, amps.size)
-    return (amps * np.exp(1j * phases)).astype(np.complex64)
+    return np.stack([amps * np.cos(phases), amps * np.sin(phases)], axis=1).astype(np.float32)
 
 
 def _sample_vessel_tree(rng, radius: float, width: float) -> list:
@@ -368,7 +423,8 @@ def _sample_nest(rng, radius: float, size) -> np.ndarray:
 def _sample_skin(rng, domain: Domain) -> np.ndarray:
     tones = np.array([_rgb(t) for t in domain.skin_tones])
     w = rng.dirichlet(np.full(len(tones), 0.6))
-    return (w @ tones * _uniform(rng, domain.skin_darkness)).astype(np.float32)
+    mixed = sum(float(wi) * tone.astype(np.float64) for wi, tone in zip(w, tones))  # not w @ tones: BLAS
+    return (mixed * _uniform(rng, domain.skin_darkness)).astype(np.float32)
 
 
 def _is_number(x) -> bool:
@@ -457,8 +513,11 @@ class Frame:
         self.to_local = to_local        # 2x3: (x + 0.5, y + 0.5, 1) -> (u, v)
         self.px_per_unit = px_per_unit
         self.extent = extent
-        inv = np.linalg.inv(np.vstack([to_local, [0, 0, 1]]))
-        self._to_pixels = inv[:2]
+        # The inverse by hand (np.linalg.inv runs BLAS kernels that differ by CPU in the last bit).
+        (a, b, tx), (c, d, ty) = (tuple(float(x) for x in row) for row in to_local)
+        det = a * d - b * c
+        ia, ib, ic, id_ = d / det, -b / det, -c / det, a / det
+        self._to_pixels = np.array([[ia, ib, -(ia * tx + ib * ty)], [ic, id_, -(ic * tx + id_ * ty)]])
 
     @classmethod
     def for_view(cls, size: tuple[int, int], view: View) -> Frame:
@@ -490,7 +549,10 @@ class Frame:
 
     def to_pixels(self, pts: np.ndarray) -> np.ndarray:
         """Lesion-local points (n, 2) -> pixel coordinates (n, 2) of this frame."""
-        return pts @ self._to_pixels[:, :2].T + self._to_pixels[:, 2] - 0.5
+        pts = np.asarray(pts, dtype=np.float64).reshape(-1, 2)
+        (a, b, tx), (c, d, ty) = self._to_pixels
+        u, v = pts[:, 0], pts[:, 1]
+        return np.stack([a * u + b * v + (tx - 0.5), c * u + d * v + (ty - 0.5)], axis=1)
 
     def noise(self, key: tuple[int, ...], cell: float, smooth: bool = True) -> np.ndarray:
         """Value noise fixed to the lesion, roughly N(0, 1) per pixel, with blobs of size `cell`.
@@ -524,7 +586,8 @@ def _smoothstep(e0: float, e1: float, x: np.ndarray) -> np.ndarray:
 
 
 def _luminance(rgb: np.ndarray) -> float:
-    return float(np.dot(rgb, (0.299, 0.587, 0.114)))
+    r, g, b = (float(x) for x in rgb)
+    return 0.299 * r + 0.587 * g + 0.114 * b
 
 
 def _as_float(layer: Image.Image, blur: float = 0.0) -> np.ndarray:
@@ -582,7 +645,8 @@ def _paint_skin(fr: Frame, les: Lesion) -> tuple[np.ndarray, np.ndarray]:
 
 def _lesion_box(fr: Frame, les: Lesion) -> tuple[int, int, int, int]:
     """Pixel box that contains the lesion including its soft border (the lesion is painted only there)."""
-    reach = les.radius * (1 + np.abs(les.harmonics).sum()) * (1 + 4 * les.jaggedness) * (1 + les.softness) + 0.01
+    amplitude = sum(math.sqrt(float(re) * float(re) + float(im) * float(im)) for re, im in les.harmonics)
+    reach = les.radius * (1 + amplitude) * (1 + 4 * les.jaggedness) * (1 + les.softness) + 0.01
     cx, cy = fr.to_pixels(np.zeros((1, 2)))[0]
     r = reach * fr.px_per_unit + 2
     w, h = fr.size
@@ -595,12 +659,12 @@ def _shape_field(fr: Frame, les: Lesion) -> np.ndarray:
     u, v = fr.uv
     x, y = u, v / np.float32(les.aspect)
     rho = np.sqrt(x * x + y * y) + np.float32(1e-6)
-    z = (x + 1j * y).astype(np.complex64) / rho
-    zk = z.copy()
+    cos1, sin1 = x / rho, y / rho
+    cos_k, sin_k = cos1, sin1  # cos(k phi), sin(k phi) by the angle-addition recurrence (real arithmetic)
     r = np.ones_like(rho)
-    for c in les.harmonics:
-        r += np.float32(c.real) * zk.real - np.float32(c.imag) * zk.imag
-        zk *= z
+    for re, im in les.harmonics:
+        r += re * cos_k - im * sin_k
+        cos_k, sin_k = cos_k * cos1 - sin_k * sin1, sin_k * cos1 + cos_k * sin1
     d = rho / (np.float32(les.radius) * np.maximum(r, np.float32(0.3)))
     if les.jaggedness > 0:
         d *= 1 + np.float32(les.jaggedness) * fr.noise((*les.key, 10), les.radius * 0.12)
@@ -608,7 +672,7 @@ def _shape_field(fr: Frame, les: Lesion) -> np.ndarray:
 
 
 def _base_colour(fr: Frame, les: Lesion, d: np.ndarray) -> np.ndarray:
-    t = np.clip(d, 0, 1) ** np.float32(les.style["gradient"])
+    t = _power01(np.clip(d, np.float32(0), np.float32(1)), les.style["gradient"])
     col = les.centre + (les.edge - les.centre) * t[..., None]
     mottle = 1 + les.style["mottling"] * (fr.noise((*les.key, 11), les.radius * 0.4)
                                           + 0.5 * fr.noise((*les.key, 12), les.radius * 0.15))
@@ -638,8 +702,8 @@ def _paint_network(fr: Frame, les: Lesion, col: np.ndarray, d: np.ndarray) -> np
     warp = st["network_warp"] * cell
     u = u + warp * fr.noise((*les.key, 30), cell * 2.5)
     v = v + warp * fr.noise((*les.key, 31), cell * 2.5)
-    k = np.float32(2 * np.pi / cell)
-    h = np.cos(k * u) + np.cos(k * (-0.5 * u + 0.866 * v)) + np.cos(k * (-0.5 * u - 0.866 * v))
+    a, b = u * np.float32(1 / cell), v * np.float32(1 / cell)  # in cells: cos(2 pi a) = cos(k u)
+    h = _cos_turns(a) + _cos_turns(-0.5 * a + 0.866 * b) + _cos_turns(-0.5 * a - 0.866 * b)
     lines = _smoothstep(1.2, -1.0, h)
     z0, z1 = st["network_zone"]
     zone = 1 - _smoothstep(z1 - 0.3, z1, d)
@@ -773,7 +837,7 @@ def _add_hairs(img: np.ndarray, fr: Frame, rng: np.random.Generator) -> np.ndarr
         length = rng.uniform(0.25, 1.0) * w
         p2 = p0 + length * np.array([np.cos(a), np.sin(a)])
         p1 = (p0 + p2) / 2 + rng.normal(0, 0.15 * length, 2)
-        pts = (1 - t) ** 2 * p0 + 2 * (1 - t) * t * p1 + t ** 2 * p2
+        pts = (1 - t) * (1 - t) * p0 + 2 * (1 - t) * t * p1 + t * t * p2
         draw.line([tuple(p) for p in pts], fill=255, width=max(1, round(rng.uniform(0.5, 1.6) * h / 225)),
                   joint="curve")
     return _blend_layer(img, _rgb((38, 28, 24)) * rng.uniform(0.6, 1.6), layer, 0.9, 0.5)
@@ -878,6 +942,12 @@ def _to_image(img: np.ndarray, fr: Frame, view: View, domain: Domain) -> Image.I
 
 def render_view(lesion: Lesion, view: View, domain: Domain, size: tuple[int, int]) -> tuple[Image.Image, Image.Image]:
     """Render one photograph of a lesion: (RGB image, 'L' mask with values 0/255)."""
+    img, mask, fr = _render_scene(lesion, view, domain, size)
+    return _to_image(img, fr, view, domain), Image.fromarray(mask.astype(np.uint8) * 255, "L")
+
+
+def _render_scene(lesion: Lesion, view: View, domain: Domain, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, Frame]:
+    """The lit scene as float32 RGB in 0..1 (before the camera's noise, quantisation and blur) and the mask."""
     fr = Frame.for_view(size, view)
     skin, grain = _paint_skin(fr, lesion)
     img, mask = _paint_lesion(fr, lesion, skin, grain)
@@ -887,8 +957,7 @@ def render_view(lesion: Lesion, view: View, domain: Domain, size: tuple[int, int
     for flag, (_, add) in zip(flags, _ARTIFACTS):
         if flag:
             img = add(img, fr, rng)
-    img = _apply_lighting(img, fr, view)
-    return _to_image(img, fr, view, domain), Image.fromarray(mask.astype(np.uint8) * 255, "L")
+    return _apply_lighting(img, fr, view), mask, fr
 
 
 def render_demo_image(dx: str, *, seed: int, index: int = 0, view_index: int = 0, domain: str = "ham",
@@ -969,9 +1038,91 @@ def _ham_table(n_lesions: int, seed: int) -> list[_LesionRecord]:
             for i in range(n_lesions)]
 
 
+# Deflate (RFC 1951) with the fixed Huffman code: the literal/length codes and their bit lengths, and the
+# base values and extra bits of the length (257..285) and distance (0..29) symbols.
+_LITERAL_CODES = ([(0x30 + i, 8) for i in range(144)] + [(0x190 + i, 9) for i in range(112)]
+                  + [(i, 7) for i in range(24)] + [(0xC0 + i, 8) for i in range(8)])
+_LENGTH_BASE = (3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 15, 17, 19, 23, 27, 31, 35, 43, 51, 59, 67, 83, 99, 115,
+                131, 163, 195, 227, 258)
+_LENGTH_EXTRA = (0,) * 8 + (1,) * 4 + (2,) * 4 + (3,) * 4 + (4,) * 4 + (5,) * 4 + (0,)
+_DISTANCE_BASE = (1, 2, 3, 4, 5, 7, 9, 13, 17, 25, 33, 49, 65, 97, 129, 193, 257, 385, 513, 769, 1025, 1537,
+                  2049, 3073, 4097, 6145, 8193, 12289, 16385, 24577)
+_DISTANCE_EXTRA = (0, 0, 0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7, 8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13)
+
+
+class _FixedHuffmanBlock:
+    """One final deflate block with the fixed code, written bit by bit (LSB first, codes MSB first)."""
+
+    def __init__(self):
+        self._acc, self._n = 0, 0
+        self._bits(1, 1)  # BFINAL
+        self._bits(1, 2)  # BTYPE 01: fixed Huffman codes
+
+    def _bits(self, value: int, n: int) -> None:
+        self._acc |= value << self._n
+        self._n += n
+
+    def _code(self, code: int, n: int) -> None:
+        self._bits(int(f"{code:0{n}b}"[::-1], 2), n)
+
+    def literal(self, byte: int) -> None:
+        self._code(*_LITERAL_CODES[byte])
+
+    def copy(self, distance: int, length: int) -> None:
+        """Repeat `length` (>= 3) bytes from `distance` back, in pieces of at most 258."""
+        while length:
+            piece = min(length, 258) if length - min(length, 258) not in (1, 2) else length - 3
+            i = bisect.bisect_right(_LENGTH_BASE, piece) - 1
+            self._code(*_LITERAL_CODES[257 + i])
+            self._bits(piece - _LENGTH_BASE[i], _LENGTH_EXTRA[i])
+            j = bisect.bisect_right(_DISTANCE_BASE, distance) - 1
+            self._code(j, 5)
+            self._bits(distance - _DISTANCE_BASE[j], _DISTANCE_EXTRA[j])
+            length -= piece
+
+    def finish(self) -> bytes:
+        self.literal(256)  # end of block
+        return self._acc.to_bytes((self._n + 7) // 8, "little")
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def mask_png(mask: np.ndarray) -> bytes:
+    """A binary mask (h, w) as the bytes of an 8-bit greyscale PNG with values 0/255.
+
+    Why not PIL's PNG writer: Pillow compresses with the operating system's zlib (manylinux wheels do
+    not bundle it), and zlib builds differ in their output (zlib-ng, the system zlib of some
+    distributions, writes other bytes for every demo mask), though all decode alike. Here the
+    scanlines (filter type 0, then the pixels) are coded as runs of one byte, a literal and then a
+    deflate match one byte back, in one fixed-Huffman block: fully specified, so the file is the same
+    everywhere. A run goes on across rows, so a mask takes a few runs per lesion row (~1-2 KB for
+    300 x 225). The checksums (CRC-32, Adler-32) are functions of the data, whichever zlib computes them."""
+    rows = np.where(np.asarray(mask) > 0, 255, 0).astype(np.uint8)
+    h, w = rows.shape
+    if h == 0 or w == 0:
+        raise ValueError("mask_png: empty mask")
+    scanlines = np.concatenate([np.zeros((h, 1), np.uint8), rows], axis=1).ravel()
+    edges = (np.flatnonzero(scanlines[1:] != scanlines[:-1]) + 1).tolist()
+    block = _FixedHuffmanBlock()
+    for start, end in zip([0, *edges], [*edges, scanlines.size]):
+        byte, repeats = int(scanlines[start]), end - start - 1
+        block.literal(byte)
+        if repeats >= 3:
+            block.copy(1, repeats)
+        else:
+            for _ in range(repeats):
+                block.literal(byte)
+    scanlines = scanlines.tobytes()
+    stream = b"\x78\x01" + block.finish() + struct.pack(">I", zlib.adler32(scanlines))
+    return (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0))
+            + _png_chunk(b"IDAT", stream) + _png_chunk(b"IEND", b""))
+
+
 def _save_pair(image: Image.Image, mask: Image.Image, image_path: Path, mask_path: Path, quality: int) -> None:
-    image.save(image_path, format="JPEG", quality=quality)
-    mask.save(mask_path, format="PNG")
+    image.save(image_path, format="JPEG", quality=quality)  # libjpeg-turbo, bundled with Pillow: pinned
+    mask_path.write_bytes(mask_png(np.asarray(mask)))
 
 
 def write_demo_ham10000(root: Path, *, n_lesions: int, seed: int, image_size: tuple[int, int] = (300, 225)) -> None:

@@ -3,6 +3,13 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,8 +18,16 @@ from PIL import Image
 
 from skinlesion.classes import CLASSES
 from skinlesion.demo_data import (
+    _ARTIFACTS,
+    DOMAINS,
     LOCALIZATIONS,
     METADATA_COLUMNS,
+    _cos_turns,
+    _power01,
+    _render_scene,
+    mask_png,
+    sample_lesion,
+    sample_view,
     write_demo_ham10000,
     write_demo_unified,
 )
@@ -237,3 +252,117 @@ def test_external_domain_differs(ham, unified):
     assert uni_bg.mean() < ham_bg.mean() - 8
     assert (uni_bg[:, 2] / uni_bg[:, 0]).mean() < (ham_bg[:, 2] / ham_bg[:, 0]).mean() - 0.03
     assert uni_sharp.mean() < ham_sharp.mean()  # softer optics
+
+
+# --- the same bytes on every CPU ----------------------------------------------------------------
+# numpy picks SIMD kernels for its transcendental functions when it is imported (AVX-512 / AVX2 /
+# SSE here), OpenBLAS picks kernels per CPU, libjpeg-turbo picks its SIMD code per CPU. The demo
+# data must not depend on any of them, or dvc.lock changes on another machine.
+
+PINNED_DIGESTS = {
+    "files": "1ebfb0f48a666fcaa89cd81abbe40859644e189ef8bcf0ca849daeeb4c72a167",
+    "scenes": "f405f4db5909073a90d73d3f6dd1e9e5ab13ec358013987ced9740f89e413b11",
+}
+
+
+def demo_digests(root: Path) -> dict[str, str]:
+    """sha256 of a tiny demo dataset's files, and of the float32 scenes (before quantisation) of every
+    class in both domains with every artifact: a float differs long before a byte of a JPEG does."""
+    write_demo_ham10000(root / "ham10000", n_lesions=7, seed=3, image_size=SIZE)
+    write_demo_unified(root / "external", n_images=7, seed=4, image_size=SIZE)
+    files = hashlib.sha256()
+    for path in sorted(root.rglob("*")):
+        if path.is_file():
+            files.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes())
+    scenes = hashlib.sha256()
+    for name, domain in DOMAINS.items():
+        every_artifact = dataclasses.replace(domain, **{p: 1.0 for p, _ in _ARTIFACTS})
+        for i, dx in enumerate(CLASSES):
+            key = (5, i)
+            lesion = sample_lesion(dx, np.random.default_rng(key), key, every_artifact)
+            img, mask, _ = _render_scene(lesion, sample_view(np.random.default_rng((6, i)), every_artifact),
+                                         every_artifact, SIZE)
+            scenes.update(name.encode() + img.tobytes() + mask.tobytes())
+    return {"files": files.hexdigest(), "scenes": scenes.hexdigest()}
+
+
+def test_exact_cosine_and_power_are_accurate():
+    x = np.linspace(-80, 80, 400_001, dtype=np.float32)
+    assert np.abs(_cos_turns(x) - np.cos(2 * np.pi * x.astype(np.float64))).max() < 1e-6
+    t = np.linspace(0, 1, 100_001, dtype=np.float32)
+    for exponent in (1.0, 1.3, 2.5, 1.87):
+        assert np.abs(_power01(t, exponent) - t.astype(np.float64) ** exponent).max() < 2e-5
+    assert _power01(np.float32([0, 1]), 2.5).tolist() == [0.0, 1.0]
+
+
+def test_mask_png_decodes_to_the_mask():
+    import io
+
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:90, :120]
+    masks = [np.zeros((5, 5), bool), np.ones((5, 5), bool), np.ones((1, 1), bool), np.ones((3, 1), bool),
+             np.ones((4, 600), bool),            # runs longer than a deflate match (258) within and across rows
+             rng.random((30, 300)) > 0.5,         # runs of 1 and 2 bytes (literals only)
+             (yy - 40) ** 2 + (xx - 70) ** 2 < 30 ** 2]
+    for mask in masks:
+        data = mask_png(mask)
+        with Image.open(io.BytesIO(data)) as im:
+            assert im.format == "PNG" and im.mode == "L" and im.size == mask.shape[::-1]
+            assert np.array_equal(np.asarray(im), np.where(mask, 255, 0))
+    assert len(mask_png(masks[-1])) < 1000  # a disc: a few runs per row
+    with pytest.raises(ValueError):
+        mask_png(np.zeros((0, 4), bool))
+
+
+_CPU_ENV = ("NPY_DISABLE_CPU_FEATURES", "NPY_ENABLE_CPU_FEATURES", "OPENBLAS_CORETYPE",
+            "JSIMD_FORCENONE", "JSIMD_FORCESSE2", "JSIMD_FORCEAVX2")
+
+
+def cpu_settings() -> dict[str, dict[str, str]]:
+    """Environments that make this machine's libraries run the code paths of lesser CPUs: numpy limited
+    to its lowest SIMD dispatch level (on x86-64: AVX2, as on CPUs without AVX-512), and to its
+    baseline (SSE4.2 on x86-64); OpenBLAS and libjpeg-turbo told to use older kernels alike."""
+    from numpy._core._multiarray_umath import __cpu_dispatch__, __cpu_features__
+
+    levels = [f for f in __cpu_dispatch__ if __cpu_features__.get(f)]  # what numpy dispatches to here
+    x86 = platform.machine().lower() in ("x86_64", "amd64")
+    settings: dict[str, dict[str, str]] = {"default": {}}
+    if len(levels) > 1:
+        settings[f"numpy {levels[0]}"] = {"NPY_DISABLE_CPU_FEATURES": " ".join(levels[1:]), "JSIMD_FORCEAVX2": "1",
+                                          **({"OPENBLAS_CORETYPE": "Haswell"} if levels[0] == "X86_V3" else {})}
+    if levels:
+        settings["numpy baseline"] = {"NPY_DISABLE_CPU_FEATURES": " ".join(levels), "JSIMD_FORCENONE": "1",
+                                      **({"OPENBLAS_CORETYPE": "Prescott"} if x86 else {})}
+    return settings
+
+
+def _digests_in_subprocess(root: Path, extra_env: dict[str, str]) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in _CPU_ENV}
+    repo = Path(__file__).resolve().parents[1]
+    env["PYTHONPATH"] = os.pathsep.join([str(repo), str(repo / "tests"), env.get("PYTHONPATH", "")])
+    code = ("import json, sys; from pathlib import Path; from test_demo_data import demo_digests; "
+            "print(json.dumps(demo_digests(Path(sys.argv[1]))))")
+    done = subprocess.run([sys.executable, "-c", code, str(root)], env={**env, **extra_env},
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_demo_data_is_identical_under_every_cpu_setting(tmp_path):
+    settings = cpu_settings()
+    digests = {name: _digests_in_subprocess(tmp_path / str(i), env) for i, (name, env) in enumerate(settings.items())}
+    differing = {name: d for name, d in digests.items() if d != digests["default"]}
+    assert not differing, (
+        f"the demo data depends on the CPU's SIMD kernels: {differing} != default {digests['default']} "
+        f"(settings: {settings}). A per-pixel operation is not exact: use only the operations listed "
+        "under 'CPU-independent maths' in skinlesion/demo_data.py (no power/exp/log/sin/cos ufuncs, dot, @, linalg)")
+
+
+def test_demo_data_matches_the_pinned_digests(tmp_path):
+    digests = demo_digests(tmp_path)
+    assert digests == PINNED_DIGESTS, (
+        f"the demo data changed: {digests} != pinned {PINNED_DIGESTS}. If you changed the generator on "
+        "purpose, paste the new digests into PINNED_DIGESTS and rerun the pipeline so that dvc.lock records "
+        "the new data. If you did not, another version of numpy, Pillow or libjpeg-turbo, or this machine's "
+        "CPU, changed the bytes: see test_demo_data_is_identical_under_every_cpu_setting, and pin the "
+        "packages of requirements.txt")
