@@ -32,7 +32,7 @@ try:
 except ImportError:  # Windows: no flock; folders of killed processes are then left to the OS
     fcntl = None
 
-PREFIX = "skinlesion-app-"
+PREFIX = "skinlesion-scratch-"
 MARKER = "owner.lock"  # holds the owner's pid, for a person who wonders whose folder it is
 
 _folder: Path | None = None
@@ -74,6 +74,7 @@ def remove() -> None:
     with _guard:
         if _folder is None or _owner_pid != os.getpid():
             return
+        _ignore_stop_signals()  # a second Ctrl-C must not cut the removal short
         shutil.rmtree(_folder, ignore_errors=True)
         if _lock_file is not None:
             _lock_file.close()
@@ -108,6 +109,13 @@ def remove_abandoned(root: str | Path | None = None) -> list[Path]:
 
 def _interrupt(signum, frame):
     raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _ignore_stop_signals() -> None:
+    if threading.current_thread() is threading.main_thread():
+        for name in ("SIGINT", "SIGTERM", "SIGHUP"):
+            with contextlib.suppress(AttributeError, ValueError):
+                signal.signal(getattr(signal, name), signal.SIG_IGN)
 
 
 def exit_cleanly_on_signals() -> None:
