@@ -121,9 +121,11 @@ def _ignore_stop_signals() -> None:
 def exit_cleanly_on_signals() -> None:
     """SIGTERM and SIGHUP end the process as Ctrl-C does: the server shuts down, then atexit
     removes the folder. (Python's default for them kills the process without running atexit.)
-    Only from the main thread, where Python delivers signals."""
+    A signal the parent chose to ignore stays ignored (`nohup` ignores SIGHUP, a shell's
+    background job SIGINT). Only from the main thread, where Python delivers signals."""
     if threading.current_thread() is not threading.main_thread():
         return
     for name in ("SIGTERM", "SIGHUP"):
-        with contextlib.suppress(AttributeError, ValueError):  # SIGHUP: not on Windows
-            signal.signal(getattr(signal, name), _interrupt)
+        signum = getattr(signal, name, None)  # SIGHUP: not on Windows
+        if signum is not None and signal.getsignal(signum) is not signal.SIG_IGN:
+            signal.signal(signum, _interrupt)

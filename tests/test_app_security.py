@@ -217,6 +217,23 @@ def test_scratch_folder_is_removed_when_the_app_is_stopped(tmp_path, signum):
     assert not folder.exists() and list(tmp_path.iterdir()) == []
 
 
+def test_nohup_keeps_the_app_running_on_sighup(tmp_path):
+    """A signal ignored by whoever started the app (nohup: SIGHUP) stays ignored."""
+    process = subprocess.Popen([sys.executable, "-c", "import signal, time\n"
+                                "signal.signal(signal.SIGHUP, signal.SIG_IGN)\n"
+                                "from skinlesion import scratch\n"
+                                "scratch.exit_cleanly_on_signals()\nprint('ready', flush=True)\ntime.sleep(60)"],
+                               stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    try:
+        assert process.stdout.readline().strip() == "ready"
+        process.send_signal(signal.SIGHUP)
+        time.sleep(0.5)
+        assert process.poll() is None
+    finally:
+        process.kill()
+        process.wait()
+
+
 def test_folder_of_a_killed_app_is_removed_at_the_next_start(tmp_path):
     killed, abandoned = start_scratch_owner(tmp_path)
     alive, in_use = start_scratch_owner(tmp_path)
