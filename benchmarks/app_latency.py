@@ -131,7 +131,8 @@ def main(argv=None) -> dict:
         name = f"{len(served.cards)}-fold ensemble of {served.cards[0]['architecture']}"
         image = tmp / "upload.jpg"
         render_demo_image("mel", seed=0, image_size=(600, 450))[0].save(image, quality=92)
-        handlers = app.Handlers(inference.Predictor(served))
+        # The app reads only files its Gradio server received; this upload counts as one.
+        handlers = app.Handlers(inference.Predictor(served), app.ReceivedFiles(tmp, [{str(image)}]))
         upload = {"path": str(image)}
         size = served.img_size
 

@@ -3,11 +3,16 @@
     python -m skinlesion.app                      # the workspace's models/, http://127.0.0.1:7860
     python -m skinlesion.app --rev HEAD~1         # the weights DVC tracked at a commit
     python -m skinlesion.app --rev my-experiment  # ... or in a DVC experiment
-    python -m skinlesion.app --host 0.0.0.0 --port 8080 --share
+    python -m skinlesion.app --host 0.0.0.0 --port 8080 --auth alice:LongPassphrase
 
 It serves exactly the tracked model and exits with a message when there is none: never random
 weights. One request runs one forward pass, which yields the probabilities and the Grad-CAM of
 every class, so switching the explained class or the opacity never reruns the model.
+
+Uploads are medical images from strangers. The app reads only files that its Gradio server
+received itself (whatever path a request names), writes everything it derives from them into one
+private folder that is removed when it stops (skinlesion.scratch), and says so when it serves
+more than this machine.
 """
 
 from __future__ import annotations
@@ -15,18 +20,22 @@ from __future__ import annotations
 import argparse
 import hashlib
 import io
+import ipaddress
+import os
+import socket
 import sys
 import tempfile
 import time
+from collections.abc import Collection
 from pathlib import Path
 
 import gradio as gr
 import numpy as np
 from PIL import Image
 
-from . import atomic, explain, uploads
+from . import atomic, explain, scratch, uploads
 from .classes import CLASSES, display_name
-from .inference import ModelNotFoundError, Predictor, ServedModel, load_served_model
+from .inference import ModelNotFoundError, NonFiniteOutputError, Predictor, ServedModel, load_served_model
 
 DISCLAIMER = ("**Research software, not a medical device.** It is not validated for diagnosis or any "
               "clinical decision. Do not use it to decide about a real skin lesion: see a dermatologist.")
@@ -38,14 +47,46 @@ OVERLAY_TTL_S = 600
 # (and run slower each); the queue orders them instead. A full queue refuses new requests politely.
 CONCURRENCY = 1
 QUEUE_SIZE = 64
+# One message for every path the app will not read, whether it exists or not: telling them apart
+# would let a client probe the server's files.
+NOT_RECEIVED = "This image is not one the app received (or it has expired). Upload it again."
+
+
+class ReceivedFiles:
+    """The files the app may read: those its Gradio server received. An upload's path as a request
+    names it is only a claim; it counts only when it is
+
+    - one that Gradio itself recorded: `Blocks.upload_file_set` (every file its /upload route
+      wrote) or the upload component's `temp_files` (the bundled examples it copied into its cache,
+      and uploads it has seen in a request since), compared as the exact string Gradio stored, and
+    - a regular file whose real path (symlinks and `..` resolved) lies in Gradio's upload folder.
+
+    Gradio's own check is not enough here: it runs only when the payload carries
+    `meta: {"_type": "gradio.FileData"}`, which a client simply leaves out, and gr.Image's
+    preprocess=True does not close that gap (its ImageData model does not require `meta`, and it
+    opens the path with any Pillow format before returning it)."""
+
+    def __init__(self, root: str | Path, file_sets: list[Collection[str]] | None = None):
+        self.root = Path(os.path.realpath(root))
+        self.file_sets = file_sets if file_sets is not None else []
+
+    def path_of(self, upload) -> Path:
+        """The real path of the upload `upload` (a payload dict or a path), or gr.Error."""
+        path = upload.get("path") if isinstance(upload, dict) else upload
+        if isinstance(path, str) and any(path in files for files in self.file_sets):
+            real = Path(os.path.realpath(path))
+            if real.is_relative_to(self.root) and real.is_file():
+                return real
+        raise gr.Error(NOT_RECEIVED, title="Upload failed", print_exception=False)
 
 
 class Handlers:
     """The functions behind the UI's events, separate from the layout so that tests can call them."""
 
-    def __init__(self, predictor: Predictor, overlay_dir: Path | None = None):
+    def __init__(self, predictor: Predictor, received: ReceivedFiles, overlay_dir: Path | None = None):
         self.predictor = predictor
-        self.overlay_dir = Path(overlay_dir or tempfile.mkdtemp(prefix="skinlesion-overlays-"))
+        self.received = received
+        self.overlay_dir = Path(overlay_dir or tempfile.mkdtemp(prefix="overlays-", dir=scratch.folder()))
         self.overlay_dir.mkdir(parents=True, exist_ok=True)
         self._written = 0
 
@@ -54,14 +95,17 @@ class Handlers:
         Returns (label, overlay, class choice, notes, all probabilities, state)."""
         if upload is None:
             return None, None, None, "", None, None
-        path = upload["path"] if isinstance(upload, dict) else str(upload)
+        path = self.received.path_of(upload)
         try:
             image = uploads.read_upload(path, self.predictor.served.img_size)
         except uploads.UploadError as e:
             raise gr.Error(str(e), title="Cannot analyse this image", print_exception=False) from None
-        except OSError as e:  # the upload vanished from gradio's cache, a disk error...
-            raise gr.Error(f"The upload could not be read ({e}); upload it again.", title="Upload failed") from None
-        prediction = self.predictor.predict(image.rgb, tta=bool(tta))
+        except OSError:  # the upload left gradio's cache (delete_cache) since the check, a disk error...
+            raise gr.Error(NOT_RECEIVED, title="Upload failed", print_exception=False) from None
+        try:
+            prediction = self.predictor.predict(image.rgb, tta=bool(tta))
+        except NonFiniteOutputError as e:
+            raise gr.Error(str(e), title="The model failed", print_exception=False) from None
         top = prediction.top_class
         state = {"rgb": image.rgb, "cams": prediction.cams.astype(np.float16)}
         label = {display_name(dx): float(p) for dx, p in zip(CLASSES, prediction.probs)}
@@ -83,7 +127,8 @@ class Handlers:
         Written here (named by content, atomically) rather than returned as an array: gradio
         6.31 saves an array to a content-named cache file by rewriting it in place, so two
         requests with the same overlay (two users on one bundled example) race, and one client
-        downloads a half-written file. Gradio copies a returned path into its cache atomically."""
+        downloads a half-written file. Gradio copies a returned path into its cache atomically.
+        Both copies lie in the scratch folder, removed when the app stops."""
         image = explain.overlay(state["rgb"], state["cams"][k].astype(np.float32),
                                 image_weight=1.0 - float(np.clip(opacity, 0.0, 1.0)))
         factor = -(-MIN_DISPLAY_SIZE // image.shape[0])
@@ -152,8 +197,12 @@ def write_examples(folder: Path) -> list[Path]:
 
 
 def build_app(served: ServedModel, examples_dir: Path | None = None) -> gr.Blocks:
-    handlers = Handlers(Predictor(served))  # overlays in a temporary folder
-    examples_dir = Path(examples_dir or tempfile.mkdtemp(prefix="skinlesion-examples-"))
+    # Gradio reads GRADIO_TEMP_DIR when it creates a component (its cache) and at launch (where
+    # uploads land): from here on, every copy of an upload is inside the scratch folder.
+    os.environ["GRADIO_TEMP_DIR"] = str(scratch.folder() / "gradio")
+    received = ReceivedFiles(os.environ["GRADIO_TEMP_DIR"])  # Gradio's sets are added below
+    handlers = Handlers(Predictor(served), received)  # overlays in the scratch folder
+    examples_dir = Path(examples_dir or tempfile.mkdtemp(prefix="examples-", dir=scratch.folder()))
     examples = write_examples(examples_dir)
     class_names = [display_name(dx) for dx in CLASSES]
     tta_default = (served.eval_metrics or {}).get("tta", "none") != "none"
@@ -193,12 +242,47 @@ def build_app(served: ServedModel, examples_dir: Path | None = None) -> gr.Block
         # State in, image out: meaningless to an API client, so private (yet named, as every endpoint).
         gr.on([cam_class.input, opacity.release], handlers.overlay, inputs=[state, cam_class, opacity],
               outputs=[cam], api_name="overlay", api_visibility="private")
+    received.file_sets += [demo.upload_file_set, image.temp_files]
     return demo.queue(default_concurrency_limit=CONCURRENCY, max_size=QUEUE_SIZE)
 
 
-def launch(demo: gr.Blocks, *, host: str, port: int | None, share: bool, block: bool = True):
+def launch(demo: gr.Blocks, *, host: str, port: int | None, share: bool, block: bool = True,
+           auth: tuple[str, str] | None = None):
+    # show_error=False: a client sees the messages the app wrote (gr.Error), never the text of an
+    # unexpected exception, which can name the server's files.
     return demo.launch(server_name=host, server_port=port, share=share, prevent_thread_lock=not block,
-                       max_file_size=uploads.MAX_UPLOAD_BYTES, show_error=True, quiet=not block)
+                       max_file_size=uploads.MAX_UPLOAD_BYTES, show_error=False, quiet=not block, auth=auth)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` (an address or a name) reaches this machine only."""
+    try:
+        addresses = {info[4][0] for info in socket.getaddrinfo(host, None)}
+    except (socket.gaierror, UnicodeError):
+        return False
+    return bool(addresses) and all(ipaddress.ip_address(a.split("%")[0]).is_loopback for a in addresses)
+
+
+def exposure_warning(host: str, share: bool, auth: tuple[str, str] | None) -> str | None:
+    """One line for the operator when the app is reachable from other machines, else None."""
+    who = [f"anyone who can reach this machine on {host}"] * (not is_loopback(host)) + \
+          ["anyone with the gradio.live link"] * share
+    if not who:
+        return None
+    if auth:
+        return f"warning: {' and '.join(who)} can reach the app; it asks for the --auth login."
+    return (f"warning: {' and '.join(who)} can use the app: it has no login (add --auth USER:PASS), "
+            "and uploads are medical images.")
+
+
+def credentials(text: str) -> tuple[str, str]:
+    """--auth's USER:PASS (the password may hold colons)."""
+    user, sep, password = text.partition(":")
+    if not sep or not user.strip() or not password:
+        # The text is not repeated: it may be a mistyped password.
+        raise argparse.ArgumentTypeError("expected USER:PASS, e.g. --auth alice:LongPassphrase "
+                                         "(a user name, a colon, a non-empty password)")
+    return user, password
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -211,18 +295,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to bind (default: 127.0.0.1, this machine only; 0.0.0.0 for the network)")
     parser.add_argument("--share", action="store_true", help="also open a public gradio.live link (default: off)")
+    parser.add_argument("--auth", type=credentials, default=None, metavar="USER:PASS",
+                        help="require this login (Gradio's login page) before anything else; for any "
+                             "use beyond this machine. Other users of this machine can read command "
+                             "lines: use a password for this app only (default: no login)")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    scratch.exit_cleanly_on_signals()
     try:
         served = load_served_model(args.rev)
     except ModelNotFoundError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     print(f"serving {served.revision}: {len(served.cards)} fold model(s), {served.img_size} px", flush=True)
-    launch(build_app(served), host=args.host, port=args.port, share=args.share)
+    if warning := exposure_warning(args.host, args.share, args.auth):
+        print(warning, file=sys.stderr, flush=True)
+    launch(build_app(served), host=args.host, port=args.port, share=args.share, auth=args.auth)
 
 
 if __name__ == "__main__":

@@ -43,6 +43,15 @@ class ModelNotFoundError(FileNotFoundError):
     """No weights where the app looked; the message says how to get them."""
 
 
+class NonFiniteOutputError(RuntimeError):
+    """The model returned NaN or infinite probabilities: there is nothing to rank or show."""
+
+    def __init__(self):
+        super().__init__("The model returned invalid probabilities (not a number), so no diagnosis can be "
+                         "given. Its weights are broken: the operator must retrain the model (`dvc repro`) or "
+                         "serve another revision.")
+
+
 @dataclass
 class ServedModel:
     ensemble: FoldEnsemble
@@ -101,25 +110,35 @@ def _git_head(repo: Path) -> str | None:
 
 def _load_at_revision(rev: str, repo: Path) -> ServedModel:
     """Fetch models/ of `rev` through dvc.api (from the DVC cache, else the remote) into a temporary
-    folder, load it, delete the folder. Experiment names resolve like git revisions."""
+    folder, load it, delete the folder. Experiment names resolve like git revisions. Every way this
+    fails (no such revision, a revision naming a file, no models/ there, weights in no cache or
+    remote) is a ModelNotFoundError with one message."""
     import dvc.api
     from dvc.exceptions import DvcException
     from dvc.scm import SCM, SCMError, resolve_rev
+    from dvc_data.index import DataIndexError
 
+    if not rev.strip():
+        raise ModelNotFoundError("--rev is empty; give a commit, branch, tag or experiment name, or leave "
+                                 "--rev out to serve the workspace's `models/`")
     try:
         sha = resolve_rev(SCM(str(repo)), rev)
     except (SCMError, DvcException) as e:
         raise ModelNotFoundError(f"cannot resolve revision {rev!r} ({e}); give a commit, branch, tag or "
                                  "experiment name (`dvc exp list` shows the experiments)") from None
+    if not _is_commit(repo, sha):  # e.g. HEAD:params.yaml names a file's content, HEAD^{tree} a folder
+        raise ModelNotFoundError(f"revision {rev!r} names a file or folder, not a commit; give a commit, branch, "
+                                 "tag or experiment name (the app reads `models/` at that commit)")
     where = f"`models/` at {rev} ({sha[:7]})"
     tmp = Path(tempfile.mkdtemp(prefix="skinlesion-models-"))
     try:
         fs = dvc.api.DVCFileSystem(str(repo), rev=sha)
-        try:
-            cards = sorted(p for p in fs.ls(MODELS_DIR, detail=False) if Path(p).name.startswith("fold")
-                           and p.endswith(".json"))
-        except FileNotFoundError:
-            cards = []
+        if not fs.isdir(MODELS_DIR):
+            raise ModelNotFoundError(_how_to_get_weights(where))
+        # Listing a DVC-tracked folder reads its .dir object from the cache: the first place where
+        # weights missing from the cache show.
+        cards = sorted(p for p in fs.ls(MODELS_DIR, detail=False) if Path(p).name.startswith("fold")
+                       and p.endswith(".json"))
         if not cards:
             raise ModelNotFoundError(_how_to_get_weights(where))
         for card_path in cards:
@@ -132,14 +151,22 @@ def _load_at_revision(rev: str, repo: Path) -> ServedModel:
         ensemble, loaded_cards = load_ensemble(tmp)
         try:
             metrics = json.loads(dvc.api.read(EVAL_METRICS, repo=str(repo), rev=sha))
-        except (FileNotFoundError, DvcException):
+        except (FileNotFoundError, DvcException, DataIndexError):
             metrics = None
-    except DvcException as e:  # e.g. the weights are in neither the cache nor a remote
-        raise ModelNotFoundError(f"cannot fetch {where}: {e}. Run `dvc pull` (or `dvc repro` at that "
-                                 "revision) so that the DVC cache holds them.") from None
+    except (DvcException, DataIndexError, FileNotFoundError) as e:
+        if isinstance(e, ModelNotFoundError):
+            raise
+        # Tracked at that revision, but the files are in neither the cache nor a remote.
+        raise ModelNotFoundError(f"the weights of {where} are tracked by DVC but not in its cache. Run `dvc pull` (or `dvc repro` at that revision) so that the DVC cache "
+                                 "holds them, then start the app again.") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return ServedModel(ensemble, loaded_cards, f"{rev} (commit {sha[:7]})", metrics)
+
+
+def _is_commit(repo: Path, sha: str) -> bool:
+    result = subprocess.run(["git", "cat-file", "-t", sha], cwd=repo, capture_output=True, text=True)
+    return result.stdout.strip() == "commit"
 
 
 # --------------------------------------------------------------------------------------------
@@ -170,15 +197,22 @@ class Predictor:
         self._lock = threading.Lock()  # hooks and the model are shared: no interleaved requests
 
     def predict(self, rgb: np.ndarray, *, tta: bool, cam: bool = True) -> Prediction:
-        """rgb: (size, size, 3) uint8, as uploads.read_upload returns it."""
+        """rgb: (size, size, 3) uint8, as uploads.read_upload returns it. NonFiniteOutputError when
+        the model's output is not finite."""
         images = to_chw_uint8(rgb)[None].contiguous(memory_format=torch.channels_last)
         mode = "flips" if tta else "none"
         with self._lock:
             if not cam:
                 with torch.inference_mode():
                     probs = tta_views.predict_proba(self.model, images, mode, one_pass=True)  # batch 1: one pass is faster
-                return Prediction(probs[0].double().numpy(), None)
-            return self._predict_with_cams(images, mode)
+                prediction = Prediction(probs[0].double().numpy(), None)
+            else:
+                prediction = self._predict_with_cams(images, mode)
+        # argmax ranks a NaN first: a broken model would name a diagnosis. Nothing non-finite leaves.
+        if not np.isfinite(prediction.probs).all() or (prediction.cams is not None
+                                                        and not np.isfinite(prediction.cams).all()):
+            raise NonFiniteOutputError()
+        return prediction
 
     def _predict_with_cams(self, images: torch.Tensor, mode: str) -> Prediction:
         activations: list[torch.Tensor] = []

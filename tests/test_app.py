@@ -50,9 +50,15 @@ def reference(repo):
     return model.load_ensemble(repo / "models")[0]
 
 
+def received_files(tmp_path_factory) -> app.ReceivedFiles:
+    """What the app may read, as a live server's Gradio would fill it; `analyse` adds each file."""
+    return app.ReceivedFiles(tmp_path_factory.getbasetemp(), [set()])
+
+
 @pytest.fixture(scope="module")
 def handlers(served, tmp_path_factory):
-    return app.Handlers(inference.Predictor(served), tmp_path_factory.mktemp("overlays"))
+    return app.Handlers(inference.Predictor(served), received_files(tmp_path_factory),
+                        tmp_path_factory.mktemp("overlays"))
 
 
 def pixels(path) -> np.ndarray:
@@ -72,7 +78,9 @@ def save(image: Image.Image, path: Path, **kwargs) -> Path:
 
 
 def analyse(handlers, path, tta=False):
-    """The UI's predict function, given what gradio passes with preprocess=False."""
+    """The UI's predict function, given what gradio passes with preprocess=False for a file it
+    received (its upload route records the path)."""
+    handlers.received.file_sets[0].add(str(path))
     return handlers.analyse({"path": str(path), "orig_name": Path(path).name}, tta, app.DEFAULT_OPACITY)
 
 
@@ -265,8 +273,9 @@ def test_tta_cam_is_the_views_maps_flipped_back_and_averaged(served):
     np.testing.assert_allclose(predictor.predict(rgb, tta=True).cams, expected, atol=1e-4)
 
 
-def test_one_forward_pass_per_request_and_none_to_change_the_class_or_opacity(served, lesion_jpg, tmp_path):
-    handlers = app.Handlers(inference.Predictor(served), tmp_path)
+def test_one_forward_pass_per_request_and_none_to_change_the_class_or_opacity(served, lesion_jpg, tmp_path,
+                                                                              tmp_path_factory):
+    handlers = app.Handlers(inference.Predictor(served), received_files(tmp_path_factory), tmp_path)
     calls = []
     hook = served.ensemble.register_forward_hook(lambda *a: calls.append(1))
     try:
