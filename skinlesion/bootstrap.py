@@ -39,6 +39,11 @@ def weighted_balanced_accuracy(y_true: np.ndarray, y_pred: np.ndarray, weights: 
         return np.nanmean(np.where(totals > 0, hits / totals, np.nan), axis=1)
 
 
+def weighted_accuracy(y_true: np.ndarray, y_pred: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Plain accuracy (the share of right decisions) per row of weights."""
+    return (weights @ (y_pred == y_true).astype(np.float64)) / weights.sum(axis=1)
+
+
 def weighted_auc(truth: np.ndarray, scores: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """ROC AUC per row of weights: the weighted Mann-Whitney statistic, ties counting one half
     (what sklearn's roc_auc_score gives with sample_weight); NaN without positives or negatives."""
@@ -61,20 +66,21 @@ def weighted_macro_auc(y_true: np.ndarray, probs: np.ndarray, weights: np.ndarra
 
 def confidence_intervals(y_true, probs, lesion_ids, *, n_resamples: int, seed: int,
                          level: float = 0.95) -> dict[str, dict[str, float]]:
-    """Percentile intervals for balanced accuracy and macro AUC, resampling lesions."""
+    """Percentile intervals for balanced accuracy, accuracy and macro AUC, resampling lesions."""
     y_true, probs = np.asarray(y_true), np.asarray(probs, dtype=float)
     y_pred = decisions(probs)
     rng = np.random.default_rng(seed)
-    bal_acc, macro_auc = [], []
+    bal_acc, acc, macro_auc = [], [], []
     for start in range(0, n_resamples, CHUNK):
         weights = lesion_weights(lesion_ids, min(CHUNK, n_resamples - start), rng)
         bal_acc.append(weighted_balanced_accuracy(y_true, y_pred, weights))
+        acc.append(weighted_accuracy(y_true, y_pred, weights))
         with warnings.catch_warnings():  # a resample may lack every image of a rare class: NaN, skipped
             warnings.simplefilter("ignore", RuntimeWarning)
             macro_auc.append(weighted_macro_auc(y_true, probs, weights))
     tails = [100 * (1 - level) / 2, 100 * (1 + level) / 2]
     out = {}
-    for name, values in (("balanced_accuracy", bal_acc), ("macro_auc", macro_auc)):
+    for name, values in (("balanced_accuracy", bal_acc), ("accuracy", acc), ("macro_auc", macro_auc)):
         low, high = np.nanpercentile(np.concatenate(values), tails)
         out[name] = {"low": float(low), "high": float(high)}
     return out

@@ -4,15 +4,17 @@
 
 data.source=demo generates a synthetic HAM10000 in the Kaggle layout under data/raw/ham10000;
 data.source=ham10000 tries, in order: the local copy in data.ham10000_dir (extracted or zipped),
-Harvard Dataverse, the Kaggle API (see skinlesion/routes.py). data.external: demo | unified | none,
-where unified reads data.external_dir or uses the Kaggle API. Every image is decoded once
-(data.bad_images: fail | skip). Outputs: data/raw/, data/manifests/{ham10000,external}.csv,
+Harvard Dataverse, the Kaggle API (see skinlesion/routes.py); data.source=dermamnist reads
+data.dermamnist_path or uses the medmnist package (see skinlesion/dermamnist.py).
+data.external: demo | unified | none, where unified reads data.external_dir or uses the Kaggle API.
+Every image is decoded once (data.bad_images: fail | skip). Outputs: data/raw/, data/manifests/{ham10000,external}.csv,
+data/manifests/official_split.csv (the source's own split: DermaMNIST's; empty for the others),
 metrics/download.json.
 """
 
 from pathlib import Path
 
-from skinlesion import atomic, cli, demo_data, image_check, manifest, routes, sources
+from skinlesion import atomic, cli, dermamnist, demo_data, image_check, manifest, routes, sources
 from skinlesion.manifest import DataError
 from skinlesion.params import load_params
 
@@ -54,14 +56,23 @@ def drop_bad_images(frame, name: str, policy: str, require_all_classes: bool):
 
 def main(args) -> None:
     params = load_params(args.params)
-    ham = ham10000_manifest(params.data, params.seed)
+    official = dermamnist.empty_split()
+    if params.data.source == "dermamnist":
+        ham, official = dermamnist.read(params.data.dermamnist_path, params.data.dermamnist_size, RAW / "ham10000",
+                                        DOWNLOADS)
+        if params.data.external == "demo":
+            print(dermamnist.SYNTHETIC_EXTERNAL_NOTE)
+    else:
+        ham = ham10000_manifest(params.data, params.seed)
     external = external_manifest(params.data, params.seed)
     ham, ham_bad = drop_bad_images(ham, "ham10000", params.data.bad_images, require_all_classes=True)
+    official = official[official["image_id"].isin(ham["image_id"])]  # without skipped unreadable images
     external, external_bad = drop_bad_images(external, "external", params.data.bad_images, require_all_classes=False)
     for folder in ("ham10000", "external"):  # DVC outputs, so they exist even when a copy is read in place
         (RAW / folder).mkdir(parents=True, exist_ok=True)
     manifest.write(MANIFESTS / "ham10000.csv", ham)
     manifest.write(MANIFESTS / "external.csv", external)
+    atomic.write_csv(MANIFESTS / "official_split.csv", official)
     atomic.write_json("metrics/download.json", {
         "ham10000": {"images": len(ham), "lesions": int(ham["lesion_id"].nunique()), "bad_images_skipped": len(ham_bad)},
         "external": {"images": len(external), "bad_images_skipped": len(external_bad)},
