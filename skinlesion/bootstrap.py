@@ -44,6 +44,11 @@ def weighted_balanced_accuracy(y_true: np.ndarray, y_pred: np.ndarray, weights: 
         return np.nanmean(np.where(totals > 0, hits / totals, np.nan), axis=1)
 
 
+def weighted_accuracy(y_true: np.ndarray, y_pred: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Plain accuracy (the share of right decisions) per row of weights."""
+    return (weights @ (y_pred == y_true).astype(np.float64)) / weights.sum(axis=1)
+
+
 def weighted_auc(truth: np.ndarray, scores: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """ROC AUC per row of weights: the weighted Mann-Whitney statistic, ties counting one half
     (what sklearn's roc_auc_score gives with sample_weight); NaN without positives or negatives."""
@@ -103,12 +108,14 @@ def _percentile_interval(values: list[np.ndarray], level: float) -> dict[str, fl
 
 def confidence_intervals(y_true, probs, lesion_ids, *, n_resamples: int, seed: int,
                          level: float = 0.95) -> dict[str, dict[str, float]]:
-    """Percentile intervals for balanced accuracy and macro AUC, resampling lesions."""
+    """Percentile intervals for balanced accuracy, accuracy and macro AUC, resampling lesions."""
     y_true, probs = np.asarray(y_true), np.asarray(probs, dtype=float)
-    values: dict[str, list[np.ndarray]] = {"balanced_accuracy": [], "macro_auc": []}
+    y_pred = decisions(probs)
+    values: dict[str, list[np.ndarray]] = {"balanced_accuracy": [], "accuracy": [], "macro_auc": []}
     for weights in _resamples(lesion_ids, n_resamples, seed):
         for name, scores in resampled_scores(y_true, probs, weights).items():
             values[name].append(scores)
+        values["accuracy"].append(weighted_accuracy(y_true, y_pred, weights))
     return {name: _percentile_interval(v, level) for name, v in values.items()}
 
 

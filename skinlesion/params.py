@@ -23,8 +23,10 @@ class ParamsError(ValueError):
 
 @dataclass(frozen=True)
 class DataParams:
-    source: str = "demo"  # demo | ham10000
+    source: str = "demo"  # demo | ham10000 | dermamnist
     ham10000_dir: str = ""  # an already-downloaded copy; empty: download
+    dermamnist_path: str = ""  # a DermaMNIST npz, or a folder holding it; empty: the medmnist package downloads it
+    dermamnist_size: int = 28  # which DermaMNIST file: 28 (dermamnist.npz) or 64, 128, 224 (dermamnist_<size>.npz)
     external: str = "demo"  # demo | unified | none
     external_dir: str = ""
     img_size: int = 300  # training and inference resolution
@@ -37,11 +39,12 @@ class DataParams:
     max_compression_ratio: float = 100.0  # unpacked / packed, per member of 1 MiB or more; images are ~1
 
     def check(self) -> None:
-        _one_of("data.source", self.source, ("demo", "ham10000"))
+        _one_of("data.source", self.source, ("demo", "ham10000", "dermamnist"))
+        _one_of("data.dermamnist_size", self.dermamnist_size, (28, 64, 128, 224))
         _one_of("data.external", self.external, ("demo", "unified", "none"))
         _one_of("data.external_split", self.external_split, ("train", "val", "test"))
         _one_of("data.bad_images", self.bad_images, ("fail", "skip"))
-        _at_least("data.img_size", self.img_size, 32)
+        _at_least("data.img_size", self.img_size, 28)  # 28: DermaMNIST's native size
         _at_least("data.demo_lesions", self.demo_lesions, 20)
         _at_least("data.demo_external_images", self.demo_external_images, 7)
         _between("data.max_member_bytes", self.max_member_bytes, 2**20, 2**40)
@@ -62,10 +65,12 @@ class AuditParams:
 
 @dataclass(frozen=True)
 class SplitParams:
+    scheme: str = "grouped"  # grouped: lesion-grouped test set and CV folds | official: the source's own split
     n_folds: int = 5  # cross-validation folds over the non-test lesions
     test_size: float = 0.15  # share of lesions held out as the internal test set
 
     def check(self) -> None:
+        _one_of("split.scheme", self.scheme, ("grouped", "official"))
         _at_least("split.n_folds", self.n_folds, 2)
         if not 0.0 < self.test_size < 0.5:
             raise ParamsError(f"split.test_size is {self.test_size}; use a share in (0, 0.5), e.g. 0.15")
@@ -203,6 +208,25 @@ class Params:
         self.train.check(self.split.n_folds)
         self.evaluate.check()
         self.gradcam.check()
+        self.check_source_and_split()
+
+    def check_source_and_split(self) -> None:
+        """Which split schemes and external sets each source allows (see README, DermaMNIST)."""
+        source, scheme = self.data.source, self.split.scheme
+        if scheme == "official" and source != "dermamnist":
+            raise ParamsError(f"split.scheme is official but data.source {source} has no official split; "
+                              "use split.scheme=grouped (lesion-grouped), or data.source=dermamnist")
+        if scheme == "grouped" and source == "dermamnist":
+            raise ParamsError("split.scheme is grouped but DermaMNIST has no lesion ids, so a lesion-grouped split "
+                              "is impossible; use split.scheme=official (its own train/val/test split)")
+        if scheme == "official" and self.train.folds != (0,):
+            raise ParamsError(f"train.folds is {list(self.train.folds)} but split.scheme=official has one fold: "
+                              "train on the official train set, validate on its val set; set train.folds=[0]")
+        if source == "dermamnist" and self.data.external == "unified":
+            raise ParamsError("data.external=unified with data.source=dermamnist: the unified set contains HAM10000 "
+                              "images, and DermaMNIST has no ISIC ids to remove them by (nor a resolution the "
+                              "content audit is calibrated for), so the external scores could be leaked; "
+                              "use data.external=none (or demo, a synthetic smoke test)")
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:

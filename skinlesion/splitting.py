@@ -1,7 +1,11 @@
-"""Lesion-grouped, class-stratified splits.
+"""Lesion-grouped, class-stratified splits, or a source's own official split.
 
 HAM10000 holds up to six images of one lesion. Splitting by image would put views of the same
-lesion on both sides and inflate every score, so all splits are drawn over lesions.
+lesion on both sides and inflate every score, so the splits we draw are drawn over lesions.
+
+A source with an official split (DermaMNIST) is kept as published, for scores comparable with
+its benchmark: train trains, val is validation fold 0 (the best epoch, the temperature), test is
+the internal test set. DermaMNIST's split is image-level (it has no lesion ids), and says so.
 """
 
 from __future__ import annotations
@@ -10,8 +14,18 @@ import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
 
 from .classes import CLASSES
+from .manifest import DataError
 
 TEST = -1  # the `fold` value of the internal test set
+TRAIN_ONLY = -2  # the `fold` value of images that always train and never validate (an official train split)
+OFFICIAL_FOLDS = {"train": TRAIN_ONLY, "val": 0, "test": TEST}  # official split name -> fold value
+
+IMAGE_LEVEL_NOTE = (
+    "This split is the source's own and it is image-level: DermaMNIST carries no lesion ids, and HAM10000 "
+    "holds up to six images of one lesion (10,015 images of 7,470 lesions), so views of one lesion can sit in "
+    "train and in val or test. A model that has seen one view recognises the others, which flatters every "
+    "score here against a lesion-grouped split; compare these numbers with the DermaMNIST benchmark, not "
+    "with lesion-grouped HAM10000 results.")
 
 
 def assign_folds(manifest: pd.DataFrame, *, n_folds: int, test_size: float, seed: int,
@@ -36,7 +50,31 @@ def assign_folds(manifest: pd.DataFrame, *, n_folds: int, test_size: float, seed
     return manifest.assign(fold=fold.to_numpy())
 
 
-def split_name(fold: int) -> str:
+def assign_official(manifest: pd.DataFrame, official: pd.DataFrame) -> pd.DataFrame:
+    """The manifest with a `fold` column from the source's own split (image_id, split: train | val |
+    test): TRAIN_ONLY, 0 and TEST. Every image must be in exactly one split."""
+    if official.empty:
+        raise DataError("split.scheme=official but the source wrote no official split "
+                        "(data/manifests/official_split.csv is empty); rerun `dvc repro download`")
+    unknown = sorted(set(official["split"]) - set(OFFICIAL_FOLDS))
+    if unknown:
+        raise DataError(f"official split names {unknown}; expected {list(OFFICIAL_FOLDS)}")
+    twice = official["image_id"][official["image_id"].duplicated()]
+    if len(twice):
+        raise DataError(f"{len(twice)} image(s) sit in two official splits, e.g. {list(twice[:5])}")
+    split = official.set_index("image_id")["split"]
+    missing = sorted(set(manifest["image_id"]) - set(split.index))
+    extra = sorted(set(split.index) - set(manifest["image_id"]))
+    if missing or extra:
+        raise DataError(f"the official split and the manifest disagree: {len(missing)} image(s) without a split "
+                        f"(e.g. {missing[:3]}), {len(extra)} split row(s) without an image (e.g. {extra[:3]}); "
+                        "rerun `dvc repro download`")
+    return manifest.assign(fold=manifest["image_id"].map(split).map(OFFICIAL_FOLDS).astype(int).to_numpy())
+
+
+def split_name(fold: int, official: bool = False) -> str:
+    if official:
+        return {value: name for name, value in OFFICIAL_FOLDS.items()}[fold]
     return "test" if fold == TEST else f"fold{fold}"
 
 
@@ -45,8 +83,9 @@ def lesions_shared(frame: pd.DataFrame) -> int:
     return int((frame.groupby("lesion_id")["fold"].nunique() > 1).sum())
 
 
-def split_report(frame: pd.DataFrame) -> dict:
-    names = frame["fold"].map(split_name)
+def split_report(frame: pd.DataFrame, official: bool = False) -> dict:
+    names = frame["fold"].map(lambda fold: split_name(fold, official))
+    order = list(OFFICIAL_FOLDS) if official else None
     counts = pd.crosstab(names, frame["dx"]).reindex(columns=list(CLASSES), fill_value=0)
     lesions = frame.groupby(names)["lesion_id"].nunique()
     return {
@@ -56,7 +95,7 @@ def split_report(frame: pd.DataFrame) -> dict:
         "splits": {
             name: {"images": int(counts.loc[name].sum()), "lesions": int(lesions[name]),
                    "per_class": {dx: int(counts.loc[name, dx]) for dx in CLASSES}}
-            for name in sorted(counts.index, key=lambda n: (n != "test", n))
+            for name in sorted(counts.index, key=lambda n: order.index(n) if order else (n != "test", n))
         },
     }
 

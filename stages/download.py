@@ -4,10 +4,13 @@
 
 data.source=demo generates a synthetic HAM10000 in the Kaggle layout under data/raw/ham10000;
 data.source=ham10000 tries, in order: the local copy in data.ham10000_dir (extracted or zipped),
-Harvard Dataverse, the Kaggle API (see skinlesion/routes.py). data.external: demo | unified | none,
-where unified reads data.external_dir or uses the Kaggle API. Zips unpack within data.max_*
-(skinlesion/archives.py). Every image is decoded once (data.bad_images: fail | skip). Outputs:
-data/raw/{ham10000,external}, data/manifests/{ham10000,external}.csv, metrics/download.json.
+Harvard Dataverse, the Kaggle API (see skinlesion/routes.py); data.source=dermamnist reads
+data.dermamnist_path or uses the medmnist package (see skinlesion/dermamnist.py).
+data.external: demo | unified | none, where unified reads data.external_dir or uses the Kaggle API.
+Zips unpack within data.max_* (skinlesion/archives.py). Every image is decoded once
+(data.bad_images: fail | skip). Outputs: data/raw/{ham10000,external},
+data/manifests/{ham10000,external}.csv, data/manifests/official_split.csv (the source's own split:
+DermaMNIST's; empty for the others), metrics/download.json.
 
 All of it is built in temporary folders beside the outputs and checked first (metadata rows
 against images, every image decoded, the manifests validated); only then do the new folders
@@ -18,7 +21,7 @@ they were.
 import functools
 from pathlib import Path
 
-from skinlesion import archives, atomic, cli, demo_data, image_check, manifest, routes, sources
+from skinlesion import archives, atomic, cli, dermamnist, demo_data, image_check, manifest, routes, sources
 from skinlesion.manifest import DataError
 from skinlesion.params import load_params
 
@@ -66,14 +69,23 @@ def main(args) -> None:
     params = load_params(args.params)
     finals = (RAW / "ham10000", RAW / "external")
     with atomic.replaced_together(*finals, MANIFESTS) as (*staged, manifests):
-        frames = (ham10000_manifest(params.data, params.seed, staged[0]),
-                  external_manifest(params.data, params.seed, staged[1]))
+        official = dermamnist.empty_split()
+        if params.data.source == "dermamnist":
+            ham, official = dermamnist.read(params.data.dermamnist_path, params.data.dermamnist_size, staged[0],
+                                            DOWNLOADS)
+            if params.data.external == "demo":
+                print(dermamnist.SYNTHETIC_EXTERNAL_NOTE)
+        else:
+            ham = ham10000_manifest(params.data, params.seed, staged[0])
+        frames = (ham, external_manifest(params.data, params.seed, staged[1]))
         checked = {}
         for name, frame, tmp, final in zip(("ham10000", "external"), frames, staged, finals):
             kept, bad = drop_bad_images(frame, name, params.data.bad_images, require_all_classes=name == "ham10000",
                                         shown=functools.partial(sources.relocated_path, staged=tmp, final=final))
             checked[name] = (sources.relocated(kept, tmp, final), bad)
             manifest.write(manifests / f"{name}.csv", checked[name][0])
+        official = official[official["image_id"].isin(checked["ham10000"][0]["image_id"])]  # without skipped images
+        atomic.write_csv(manifests / "official_split.csv", official)
     (ham, ham_bad), (external, external_bad) = checked["ham10000"], checked["external"]
     atomic.write_json("metrics/download.json", {
         "ham10000": {"images": len(ham), "lesions": int(ham["lesion_id"].nunique()), "bad_images_skipped": len(ham_bad)},

@@ -2,9 +2,10 @@
 
     python stages/evaluate.py
 
-Output: metrics/eval.json ({"internal": {...}, "external": {...}}: the ISIC 2018 Task 3 metrics,
-lesion-level bootstrap 95% intervals, ECE before and after temperature scaling), data/predictions/
-<set>.csv and <set>_truth.csv in the ISIC 2018 Task 3 format, plots/eval/ (confusion, ROC,
+Output: metrics/eval.json ({"internal": {...}, "external": {...}}: balanced accuracy, plain
+accuracy (MedMNIST's ACC) and macro AUC with lesion-level bootstrap 95% intervals, ECE before and
+after temperature scaling, the ISIC 2018 Task 3 metrics), data/predictions/<set>.csv and
+<set>_truth.csv in the ISIC 2018 Task 3 format, plots/eval/ (confusion, ROC,
 precision-recall and reliability tables for `dvc plots`; reliability.png and embedding.png).
 """
 
@@ -66,6 +67,7 @@ def main(args) -> None:
             r = report[name]
             print(f"{name}: {len(frame)} images, balanced accuracy {r['balanced_accuracy']:.4f} "
                   f"[{r['balanced_accuracy_ci95']['low']:.4f}, {r['balanced_accuracy_ci95']['high']:.4f}], "
+                  f"accuracy {r['accuracy']:.4f}, "
                   f"macro AUC {r['macro_auc']:.4f}, ECE {r['ece']['uncalibrated']:.4f} -> "
                   f"{r['ece']['calibrated']:.4f} after temperature scaling")
         if features:
@@ -87,6 +89,8 @@ def score(y_true, probs, raw_probs, lesion_ids, params) -> dict:
         "n_lesions": int(lesion_ids.nunique()),
         "balanced_accuracy": scores.pop("balanced_accuracy"),
         "balanced_accuracy_ci95": ci["balanced_accuracy"],
+        "accuracy": scores.pop("accuracy"),  # plain accuracy: the MedMNIST benchmark's ACC
+        "accuracy_ci95": ci["accuracy"],
         "macro_auc": scores.pop("macro_auc"),
         "macro_auc_ci95": ci["macro_auc"],
         "ece": {"uncalibrated": calibration.expected_calibration_error(raw_probs, y_true),

@@ -1,10 +1,14 @@
-"""Stage split: lesion-grouped, class-stratified CV folds plus an internal test set.
+"""Stage split: lesion-grouped, class-stratified CV folds plus an internal test set, or the
+source's own official split.
 
     python stages/split.py
 
-Keeps together the groups of data/audit/groups.csv (lesions, merged where the leakage audit found
-near-identical images). Output: data/splits/splits.csv (the manifest plus a `fold` column,
--1 = test), metrics/split.json. Fails if any lesion sits in two splits.
+split.scheme=grouped keeps together the groups of data/audit/groups.csv (lesions, merged where the
+leakage audit found near-identical images). split.scheme=official (DermaMNIST) keeps the split of
+data/manifests/official_split.csv: train always trains, val is fold 0 (best epoch, temperature),
+test is the internal test set; it is image-level, and the log and metrics/split.json say so.
+Output: data/splits/splits.csv (the manifest plus a `fold` column: -1 = test, -2 = official train),
+metrics/split.json. Fails if any lesion sits in two splits.
 """
 
 from pathlib import Path
@@ -19,12 +23,21 @@ from skinlesion.params import load_params
 def main(args) -> None:
     params = load_params(args.params)
     frame = manifest.read("data/manifests/ham10000.csv")
-    groups = pd.read_csv("data/audit/groups.csv", dtype=str, keep_default_na=False).set_index("image_id")["group"]
-    folds = splitting.assign_folds(frame, n_folds=params.split.n_folds, test_size=params.split.test_size,
-                                   seed=params.seed, groups=frame["image_id"].map(groups))
-    report = splitting.split_report(folds)
+    official = params.split.scheme == "official"
+    if official:
+        split = pd.read_csv("data/manifests/official_split.csv", dtype=str, keep_default_na=False)
+        folds = splitting.assign_official(frame, split)
+    else:
+        groups = pd.read_csv("data/audit/groups.csv", dtype=str, keep_default_na=False).set_index("image_id")["group"]
+        folds = splitting.assign_folds(frame, n_folds=params.split.n_folds, test_size=params.split.test_size,
+                                       seed=params.seed, groups=frame["image_id"].map(groups))
+    report = {"scheme": params.split.scheme, "unit": "image" if official else "lesion",
+              **({"note": splitting.IMAGE_LEVEL_NOTE} if official else {}),
+              **splitting.split_report(folds, official=official)}
     if report["lesions_shared_between_splits"]:
         raise DataError(f"{report['lesions_shared_between_splits']} lesion(s) sit in two splits; the split leaks")
+    if official:
+        print(f"split.scheme=official: the source's own train/val/test split. {splitting.IMAGE_LEVEL_NOTE}")
     atomic.write_csv(Path("data/splits/splits.csv"), folds)
     atomic.write_json("metrics/split.json", report)
     for name, s in report["splits"].items():

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from skinlesion.bootstrap import confidence_intervals, lesion_weights, weighted_auc, weighted_balanced_accuracy
+from skinlesion.bootstrap import (confidence_intervals, lesion_weights, weighted_accuracy, weighted_auc,
+                                  weighted_balanced_accuracy)
 from skinlesion.metrics import balanced_accuracy, decisions
 
 
@@ -48,6 +49,8 @@ def test_the_interval_brackets_the_point_estimate():
     ci = confidence_intervals(y, probs, lesions, n_resamples=500, seed=0)
     point = balanced_accuracy(y, decisions(probs))
     assert ci["balanced_accuracy"]["low"] < point < ci["balanced_accuracy"]["high"]
+    accuracy = float((decisions(probs) == y).mean())
+    assert ci["accuracy"]["low"] < accuracy < ci["accuracy"]["high"]
 
 
 def test_weighted_scores_match_sklearn_and_the_point_metrics():
@@ -61,6 +64,9 @@ def test_weighted_scores_match_sklearn_and_the_point_metrics():
         assert weighted_auc(y == k, probs[:, k], weights) == pytest.approx(expected, abs=1e-12)
     assert weighted_balanced_accuracy(y, decisions(probs), weights[:1])[0] == pytest.approx(
         balanced_accuracy(y, decisions(probs)))
+    hits = decisions(probs) == y
+    assert weighted_accuracy(y, decisions(probs), weights) == pytest.approx(
+        [np.average(hits, weights=w) for w in weights], abs=1e-12)
 
 
 def test_a_thousand_resamples_of_a_large_set_take_seconds():
