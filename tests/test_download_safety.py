@@ -137,7 +137,7 @@ def test_failed_download_keeps_previous_outputs(download_stage, tmp_path, capsys
     good = zipped_copy(tmp_path / "good")
     assert run_stage(download_stage, work, capsys, source="ham10000", ham10000_dir=str(good), external="none")[0] == 0
     before = {name: snapshot(work / name) for name in ("data", "metrics")}
-    assert len(before["data"]) == len(ROWS) + 3  # the images, the metadata and the two manifests
+    assert len(before["data"]) == len(ROWS) + 4  # the images, the metadata and the three manifests
     assert b"data/raw/ham10000/HAM10000_images_part_1/ISIC_0024306.jpg" in before["data"]["manifests/ham10000.csv"]
 
     if bad == "image without a metadata row":
