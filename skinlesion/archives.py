@@ -13,7 +13,7 @@ import zipfile
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 
-from .manifest import DataError
+from .errors import DataError
 
 
 def _safe_name(name: str) -> PurePosixPath | None:

@@ -13,7 +13,7 @@ metrics/download.json.
 from pathlib import Path
 
 from skinlesion import atomic, cli, demo_data, image_check, manifest, routes, sources
-from skinlesion.manifest import DataError
+from skinlesion.errors import DataError
 from skinlesion.params import load_params
 
 RAW = Path("data/raw")
