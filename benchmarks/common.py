@@ -16,11 +16,13 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # run from a checkout without installing
 
 import torch  # noqa: E402
 
 from skinlesion import cache, demo_data, manifest, sources  # noqa: E402
+from skinlesion.params import AugmentParams, load_params  # noqa: E402
 
 
 def parser(doc: str | None, data: bool = True) -> argparse.ArgumentParser:
@@ -33,6 +35,11 @@ def parser(doc: str | None, data: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--demo-lesions", type=int, default=60, help="demo lesions to generate (~1.9 images each)")
     p.add_argument("--demo-image-size", default="600x450", help="demo image size WxH (HAM10000's is 600x450)")
     return p
+
+
+def training_augment() -> AugmentParams:
+    """train.augment of the committed params.yaml: the augmentation that training runs."""
+    return load_params(REPO / "params.yaml").train.augment
 
 
 def image_size(text: str) -> tuple[int, int]:

@@ -21,7 +21,6 @@ from torch.utils.data import DataLoader, Dataset
 
 from skinlesion.dataset import LesionImages, loader_options
 from skinlesion.images import load_rgb
-from skinlesion.params import AugmentParams
 from skinlesion.transforms import to_chw_uint8, train_transform
 
 
@@ -84,7 +83,7 @@ def main(argv=None) -> dict:
 
 
 def measure(args) -> dict:
-    transform = train_transform(args.img_size, AugmentParams(), seed=0)
+    transform = train_transform(args.img_size, common.training_augment(), seed=0)
     with common.dataset(args, args.img_size) as (frame, images, build_seconds):
         cached = LesionImages(frame, args.img_size, transform, images)
         raw = RawJpegImages(frame, args.img_size, transform)

@@ -25,7 +25,6 @@ from skinlesion.classes import CLASSES
 from skinlesion.dataset import LesionImages, loader_options
 from skinlesion.device import autocast_dtype, channels_last, pick_device, prepare_batch
 from skinlesion.losses import FocalLoss
-from skinlesion.params import AugmentParams
 from skinlesion.sampling import sample_weights
 from skinlesion.training import default_workers, epoch_seed
 from skinlesion.transforms import train_transform
@@ -90,7 +89,7 @@ def model_only(step: TrainStep, args, device: torch.device) -> float:
 
 
 def end_to_end(step: TrainStep, args, device: torch.device, frame, images, workers: int):
-    data = LesionImages(frame, args.img_size, train_transform(args.img_size, AugmentParams(), seed=0), images)
+    data = LesionImages(frame, args.img_size, train_transform(args.img_size, common.training_augment(), seed=0), images)
     # The training sampler (class-weighted, with replacement), drawing one epoch as long as the whole
     # run: a small demo set then behaves like HAM10000, whose epochs are 150 steps of 64 images, rather
     # than paying the refill of the workers' queues at an epoch boundary every few steps.

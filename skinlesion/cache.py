@@ -27,8 +27,8 @@ import numpy as np
 import pandas as pd
 
 from . import atomic
+from .errors import DataError
 from .images import load_rgb
-from .manifest import DataError
 
 FORMAT = 1
 PIXELS = "pixels.u8"

@@ -6,12 +6,10 @@ import argparse
 import sys
 from collections.abc import Callable
 
-from .manifest import DataError
-from .model import PretrainedWeightsError
-from .params import ParamsError
+from .errors import DataError, ModelFileError, ParamsError, PretrainedWeightsError, TrainingError
 
 # Errors whose message already says what is wrong and how to fix it: no traceback.
-USER_ERRORS = (ParamsError, DataError, PretrainedWeightsError, FileNotFoundError)
+USER_ERRORS = (ParamsError, DataError, PretrainedWeightsError, ModelFileError, TrainingError, FileNotFoundError)
 
 
 def stage_parser(doc: str | None) -> argparse.ArgumentParser:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .params import ParamsError
+from .errors import ParamsError
 
 
 def pick_device(spec: str = "auto") -> torch.device:

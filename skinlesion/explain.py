@@ -28,8 +28,8 @@ from PIL import Image  # noqa: E402
 from scipy.stats import spearmanr  # noqa: E402
 
 from .classes import CLASSES, display_name  # noqa: E402
+from .errors import DataError  # noqa: E402
 from .images import center_crop, resize_short_side  # noqa: E402
-from .manifest import DataError  # noqa: E402
 from .model import FoldEnsemble  # noqa: E402
 from .transforms import to_chw_uint8  # noqa: E402
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import requests
 from tqdm import tqdm
 
-from .manifest import DataError
+from .errors import DownloadError
 
 USER_AGENT = ("Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
               "Chrome/124.0 Safari/537.36")
@@ -28,10 +28,6 @@ HEADERS = {"User-Agent": USER_AGENT}
 CHUNK = 1 << 20  # for hashing
 STREAM_CHUNK = 1 << 16  # bytes read before a write: what a dropped connection can cost
 TIMEOUT = (15, 60)  # seconds to connect, seconds between bytes
-
-
-class DownloadError(DataError):
-    """A download that failed after its retries: the message names the URL and the reason."""
 
 
 class _Retry(Exception):

@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 from PIL import Image, ImageOps
 
-from .manifest import DataError
+from .errors import DataError
 
 
 def load_rgb(path: str | Path, short_side: int | None = None) -> np.ndarray:

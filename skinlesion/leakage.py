@@ -34,7 +34,7 @@ from PIL import Image, ImageOps
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from .manifest import DataError
+from .errors import DataError
 
 HASH_SIZE = 16  # 16x16 DCT bits = 256 bits = 4 uint64 words
 WORDS = HASH_SIZE * HASH_SIZE // 64

@@ -12,15 +12,12 @@ import pandas as pd
 
 from . import atomic
 from .classes import CLASSES
+from .errors import DataError
 
 # path and mask_path are relative to the repository root (or absolute for copies outside it).
 COLUMNS: tuple[str, ...] = (
     "image_id", "path", "lesion_id", "dx", "dx_type", "age", "sex", "localization", "mask_path",
 )
-
-
-class DataError(ValueError):
-    """Bad input data: the message names the problem and the fix."""
 
 
 def validate(frame: pd.DataFrame, *, what: str, require_all_classes: bool = True) -> pd.DataFrame:

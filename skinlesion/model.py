@@ -7,6 +7,7 @@ that evaluate, gradcam and the app need to rebuild exactly the trained model. No
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import timm
@@ -16,11 +17,8 @@ from torch import nn
 
 from . import atomic
 from .classes import CLASSES
+from .errors import ModelFileError, ParamsError, PretrainedWeightsError
 from .transforms import normalize
-
-
-class PretrainedWeightsError(RuntimeError):
-    pass
 
 
 class LesionClassifier(nn.Module):
@@ -58,7 +56,15 @@ class FoldEnsemble(nn.Module):
         return [m.cam_layer() for m in self.members]
 
 
+def check_name(name: str) -> None:
+    """model.name must be a timm model: a params error, found before any training work."""
+    if not timm.is_model(name):
+        close = timm.list_models(f"*{name.split('_')[0]}*")[:8]
+        raise ParamsError(f"model.name {name!r} is not a timm model; similar names: {close}")
+
+
 def create(name: str, *, pretrained: bool, drop_rate: float = 0.0) -> LesionClassifier:
+    check_name(name)  # else a typo reads as a download failure when pretrained
     try:
         backbone = timm.create_model(name, pretrained=pretrained, num_classes=len(CLASSES), drop_rate=drop_rate)
     except Exception as e:  # hub errors come as many types: offline, HTTP, missing file
@@ -92,10 +98,22 @@ def load(card_path: Path, device: torch.device | str = "cpu") -> tuple[LesionCla
     card_path = Path(card_path)
     card = json.loads(card_path.read_text())
     if tuple(card["classes"]) != CLASSES:
-        raise ValueError(f"{card_path}: model classes {card['classes']} differ from {list(CLASSES)}")
+        raise ModelFileError(f"{card_path}: model classes {card['classes']} differ from {list(CLASSES)}")
+    # A diverged training (NaN loss) or a damaged file would otherwise predict NaN for every image.
+    temperature = card.get("temperature", 1.0)
+    if not (isinstance(temperature, int | float) and math.isfinite(temperature) and temperature > 0):
+        raise ModelFileError(f"{card_path}: temperature is {temperature!r}; it must be a finite positive number. "
+                             "The training that wrote it diverged or the file is damaged: retrain (dvc repro train)")
+    weights_path = card_path.parent / card["weights"]
+    weights = load_file(str(weights_path))
+    bad = [k for k, t in weights.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if bad:
+        raise ModelFileError(f"{weights_path}: {len(bad)} of {len(weights)} tensors hold NaN or infinite values "
+                             f"(e.g. {bad[0]}). The training that wrote it diverged or the file is damaged: "
+                             "retrain (dvc repro train), with a lower train.lr if the loss diverged")
     backbone = timm.create_model(card["architecture"], pretrained=False, num_classes=len(CLASSES))
-    backbone.load_state_dict(load_file(str(card_path.parent / card["weights"])))
-    model = LesionClassifier(backbone, card["mean"], card["std"], card.get("temperature", 1.0)).to(device).eval()
+    backbone.load_state_dict(weights)
+    model = LesionClassifier(backbone, card["mean"], card["std"], temperature).to(device).eval()
     return model, card
 
 

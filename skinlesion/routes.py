@@ -20,7 +20,7 @@ from pathlib import Path
 import pandas as pd
 
 from . import archives, atomic, dataverse, fetch, kaggle_source, sources
-from .manifest import DataError
+from .errors import DataError
 
 Log = Callable[[str], None]
 

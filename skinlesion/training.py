@@ -26,14 +26,15 @@ from .dataset import LesionImages, loader_options
 from .device import autocast_dtype, channels_last, pick_device, prepare_batch
 from .losses import FocalLoss
 from .metrics import balanced_accuracy
-from .params import Params, ParamsError
+from .errors import ParamsError, TrainingError
+from .params import Params
 from .sampling import sharded_sampler, weighted_sampler
 from .transforms import eval_transform, train_transform
 
 
 def seed_everything(seed: int) -> None:
     random.seed(seed)
-    np.random.seed(seed)
+    np.random.seed(seed % 2**32)  # numpy's legacy seed is 32-bit; epoch seeds (seed * 10,000 + epoch) can exceed it
     torch.manual_seed(seed)
 
 
@@ -90,6 +91,17 @@ def predict(model, loader, device, amp_dtype) -> tuple[np.ndarray, np.ndarray]:
 
 def epoch_seed(seed: int, epoch: int) -> int:
     return seed * 10_000 + epoch
+
+
+def _diverged(params: Params, fold: int, epoch: int, loss: float, step: int | None = None) -> TrainingError:
+    """Training on a NaN or infinite loss would only write NaN weights; say what usually causes it."""
+    p = params.train
+    where = f"fold {fold} epoch {epoch}/{p.epochs}" + (f" step {step}" if step else "")
+    alpha = "" if p.focal_alpha is None else f", or train.focal_alpha {list(p.focal_alpha)} (try null)"
+    return TrainingError(
+        f"{where}: the training loss is {loss}; stopping before this epoch is checkpointed or any model is "
+        f"written. Usual causes: train.lr {p.lr} too high (try {p.lr / 10:g}){alpha}, or bad data "
+        "(corrupt images or labels)")
 
 
 def train_fold(train_frame: pd.DataFrame, val_frame: pd.DataFrame, params: Params, fold: int,
@@ -177,7 +189,7 @@ def train_fold(train_frame: pd.DataFrame, val_frame: pd.DataFrame, params: Param
         started, seen, loss_sum = time.perf_counter(), 0, 0.0
         bar = tqdm(train_loader, desc=f"fold {fold} epoch {epoch}/{p.epochs}", leave=False,
                    disable=not distributed.is_main())
-        for images, targets in bar:
+        for step, (images, targets) in enumerate(bar, start=1):
             images = prepare_batch(images, device)
             targets = targets.to(device, non_blocking=True)
             if p.mixup_alpha > 0:
@@ -189,14 +201,19 @@ def train_fold(train_frame: pd.DataFrame, val_frame: pd.DataFrame, params: Param
             scaler.step(optimizer)
             scaler.update()
             scheduler.step()
+            step_loss = loss.item()
+            if world == 1 and not math.isfinite(step_loss):  # with DDP, all ranks stop after the epoch (below)
+                raise _diverged(params, fold, epoch, step_loss, step)
             seen += images.shape[0]
-            loss_sum += loss.item() * images.shape[0]
-            bar.set_postfix(loss=f"{loss.item():.3f}")
+            loss_sum += step_loss * images.shape[0]
+            bar.set_postfix(loss=f"{step_loss:.3f}")
         train_seconds = time.perf_counter() - started
         if world > 1:  # the epoch over all ranks, and one model (rank 0's BatchNorm statistics) to evaluate and keep
             loss_sum, seen = distributed.all_reduce([loss_sum, seen])
             (train_seconds,) = distributed.all_reduce([train_seconds], op="max")
             distributed.broadcast_buffers(model)
+        if not math.isfinite(loss_sum):  # before anything of this epoch is saved
+            raise _diverged(params, fold, epoch, loss_sum)
 
         logits, labels = predict(model, val_loader, device, amp_dtype)
         logits, labels = distributed.gather_shards(logits), distributed.gather_shards(labels)

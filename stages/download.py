@@ -22,7 +22,7 @@ import functools
 from pathlib import Path
 
 from skinlesion import archives, atomic, cli, dermamnist, demo_data, image_check, manifest, routes, sources
-from skinlesion.manifest import DataError
+from skinlesion.errors import DataError
 from skinlesion.params import load_params
 
 RAW = Path("data/raw")

@@ -16,8 +16,20 @@ from pathlib import Path
 import pandas as pd
 
 from skinlesion import atomic, cli, manifest, splitting
-from skinlesion.manifest import DataError
+from skinlesion.errors import DataError, ParamsError
 from skinlesion.params import load_params
+
+
+def check_enough_lesions(frame: pd.DataFrame, groups: pd.Series, n_folds: int, test_size: float) -> None:
+    """Every fold needs lesions of its own, and scikit-learn's stratified split needs at least
+    n_folds lesions of the largest class outside the test set; say so before it fails obscurely."""
+    per_class = groups.groupby(frame["dx"]).nunique()
+    usable = int(per_class.max() * (1 - test_size))  # the largest class's lesions outside the test set, about
+    if n_folds > usable:
+        raise ParamsError(
+            f"split.n_folds is {n_folds}, but the data has only {groups.nunique()} lesions, {per_class.max()} of its "
+            f"largest class ({per_class.idxmax()}), about {usable} of them outside the test set: use split.n_folds "
+            f"of at most {usable}" + ("" if usable >= 2 else ", which needs more data (at least 2)"))
 
 
 def main(args) -> None:
@@ -29,8 +41,14 @@ def main(args) -> None:
         folds = splitting.assign_official(frame, split)
     else:
         groups = pd.read_csv("data/audit/groups.csv", dtype=str, keep_default_na=False).set_index("image_id")["group"]
+        groups = frame["image_id"].map(groups)
+        check_enough_lesions(frame, groups, params.split.n_folds, params.split.test_size)
         folds = splitting.assign_folds(frame, n_folds=params.split.n_folds, test_size=params.split.test_size,
-                                       seed=params.seed, groups=frame["image_id"].map(groups))
+                                       seed=params.seed, groups=groups)
+        empty = sorted(set(range(params.split.n_folds)) - set(folds["fold"]))
+        if empty:
+            raise ParamsError(f"split.n_folds is {params.split.n_folds}, but fold(s) {empty} received no lesions; "
+                              "use fewer folds or more data")
     report = {"scheme": params.split.scheme, "unit": "image" if official else "lesion",
               **({"note": splitting.IMAGE_LEVEL_NOTE} if official else {}),
               **splitting.split_report(folds, official=official)}

@@ -33,6 +33,7 @@ CHECKPOINTS = Path("checkpoints")
 
 def main(args) -> None:
     params = load_params(args.params)
+    model.check_name(params.model.name)
     if params.train.nproc_per_node > 1 and not distributed.launched_by_torchrun():
         sys.exit(distributed.relaunch_under_torchrun(params.train.nproc_per_node, sys.argv))
     with distributed.process_group(pick_device(params.train.device)):

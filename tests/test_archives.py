@@ -5,7 +5,7 @@ import zipfile
 import pytest
 
 from skinlesion.archives import extract
-from skinlesion.manifest import DataError
+from skinlesion.errors import DataError
 
 
 def make_zip(path, members):

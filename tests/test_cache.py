@@ -6,17 +6,18 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from committed_params import committed_params
 from PIL import Image
 from torch.utils.data import DataLoader
 
 from skinlesion import cache, evaluation, model
 from skinlesion.dataset import LesionImages, loader_options
+from skinlesion.errors import DataError
 from skinlesion.images import load_rgb
-from skinlesion.manifest import DataError
-from skinlesion.params import AugmentParams
 from skinlesion.transforms import eval_transform, train_transform
 
 IMG_SIZE = 48
+AUGMENT = committed_params().train.augment
 CLASSES_CYCLE = ["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"]
 
 
@@ -121,8 +122,9 @@ def test_dataset_yields_the_same_augmented_batches_from_the_cache_and_from_raw_d
     cache.build(tmp_path / "cache", frame, IMG_SIZE)
     images = cache.ImageCache(tmp_path / "cache", IMG_SIZE)
     batches = []
+    rotating = committed_params({"train": {"augment": {"rotate": 20}}}).train.augment
     for source in (images, None):
-        data = LesionImages(frame, IMG_SIZE, train_transform(IMG_SIZE, AugmentParams(rotate=20), seed=3), source)
+        data = LesionImages(frame, IMG_SIZE, train_transform(IMG_SIZE, rotating, seed=3), source)
         data.set_epoch(11)
         batches.append([x for x, _ in DataLoader(data, batch_size=3)])
     assert all(torch.equal(a, b) for a, b in zip(*batches))
@@ -140,7 +142,7 @@ def test_persistent_workers_replay_an_epoch_exactly_as_a_fresh_start_does(frame,
     images = cache.ImageCache(tmp_path / "cache", IMG_SIZE)
 
     def loader():
-        data = LesionImages(frame, IMG_SIZE, train_transform(IMG_SIZE, AugmentParams(), seed=0), images)
+        data = LesionImages(frame, IMG_SIZE, train_transform(IMG_SIZE, AUGMENT, seed=0), images)
         options = loader_options(torch.device("cpu"), workers=2)
         assert options["persistent_workers"] and options["prefetch_factor"] >= 2
         return data, DataLoader(data, batch_size=2, **options)

@@ -5,6 +5,7 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 import pytest
+from committed_params import REPO
 
 from skinlesion import checkpoint
 from skinlesion.params import load_params
@@ -17,7 +18,7 @@ def images(ids, pixel_value=0):
 
 @pytest.fixture
 def params():
-    return load_params("params.yaml")
+    return load_params(REPO / "params.yaml")
 
 
 def test_the_same_run_has_the_same_fingerprint(params):

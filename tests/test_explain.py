@@ -7,7 +7,7 @@ from PIL import Image
 
 from skinlesion import model
 from skinlesion.explain import cam_in_lesion, cam_metrics, lesion_mask, randomised, rank_correlation
-from skinlesion.manifest import DataError
+from skinlesion.errors import DataError
 
 
 def disc(h: int, w: int, radius: float) -> np.ndarray:

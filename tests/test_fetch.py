@@ -13,7 +13,7 @@ import requests
 from PIL import Image
 
 from skinlesion import dataverse, fetch, routes
-from skinlesion.manifest import DataError
+from skinlesion.errors import DataError
 
 CLASSES = ["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"]
 

@@ -1,7 +1,6 @@
 """HAM10000's lesion masks (only cam_in_lesion needs them): downloaded with the Dataverse route,
 fetched best effort for a copy without them, never written into the user's copy, never a failure."""
 
-import dataclasses
 import functools
 import importlib.util
 import zipfile
@@ -9,10 +8,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from committed_params import committed_params
 from test_fetch import CLASSES, FakeDataverse, dataverse_files, jpeg_bytes, mask_png, masks_zip_bytes
 
 from skinlesion import dataverse, fetch, routes
-from skinlesion.params import DataParams
 
 MASK_FOLDER = "HAM10000_segmentations_lesion_tschandl"
 IMAGE_IDS = [f"ISIC_{24306 + k:07d}" for k in range(len(CLASSES))]
@@ -153,5 +152,5 @@ def test_the_demo_source_never_asks_the_network(tmp_path, monkeypatch):
     small = functools.partial(stage.demo_data.write_demo_ham10000, image_size=(64, 48))  # fast
     monkeypatch.setattr(stage.demo_data, "write_demo_ham10000", small)
     monkeypatch.chdir(tmp_path)
-    frame = stage.ham10000_manifest(dataclasses.replace(DataParams(), demo_lesions=20), seed=0)
+    frame = stage.ham10000_manifest(committed_params({"data": {"demo_lesions": 20}}).data, seed=0)
     assert (frame["mask_path"] != "").all()  # the demo brings its own masks

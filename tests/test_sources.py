@@ -7,7 +7,8 @@ import pytest
 from PIL import Image
 
 from skinlesion import atomic, dataverse, fetch, image_check, routes
-from skinlesion.manifest import COLUMNS, DataError
+from skinlesion.errors import DataError
+from skinlesion.manifest import COLUMNS
 from skinlesion.sources import read_ham10000 as read_kaggle_ham10000
 from skinlesion.sources import read_unified
 
