@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 from test_sources import ROWS, jpg, kaggle
+from committed_params import committed_params, write_params
 
 from skinlesion import archives, atomic, dataverse, fetch, routes
 from skinlesion.manifest import DataError
-from skinlesion.params import DataParams
 from skinlesion.sources import read_ham10000
 
 REPO = Path(__file__).parents[1]
@@ -45,8 +45,7 @@ def run_stage(stage, work: Path, capsys, **data) -> tuple[int, str]:
     """Run the download stage as `python stages/download.py` would, in work/; (exit code, stderr)."""
     from skinlesion import cli
 
-    lines = [f"  {key}: {value!r}" if isinstance(value, str) else f"  {key}: {value}" for key, value in data.items()]
-    (work / "params.yaml").write_text("data:\n" + "\n".join(lines) + "\n")
+    write_params(work, {"data": data})
     capsys.readouterr()
     cwd, argv = Path.cwd(), sys.argv
     os.chdir(work)
@@ -254,8 +253,8 @@ def test_a_zip_bigger_than_the_free_disk_is_refused(tmp_path, monkeypatch):
     assert not (tmp_path / "out").exists()
 
 
-def test_archive_limit_defaults_are_the_params_defaults():
-    data = DataParams()
+def test_archive_limit_defaults_are_the_committed_params():
+    data = committed_params().data
     assert archives.Limits() == archives.Limits(data.max_member_bytes, data.max_archive_bytes,
                                                 data.max_compression_ratio)
 

@@ -45,7 +45,7 @@ def test_seed_out_of_range(tmp_path, seed):
 
 def test_img_size_upper_bound(tmp_path):
     # 100000 px made OpenCV try to allocate 40 GB per image.
-    assert refused(tmp_path, {"data": {"img_size": 100_000}}) == "data.img_size is 100000; it must lie in [32, 1024]"
+    assert refused(tmp_path, {"data": {"img_size": 100_000}}) == "data.img_size is 100000; it must lie in [28, 1024]"
 
 
 def test_n_folds_upper_bound(tmp_path):
