@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, WeightedRandomSampler
 from skinlesion import model as model_lib
 from skinlesion.classes import CLASSES
 from skinlesion.dataset import LesionImages, loader_options
-from skinlesion.device import autocast_dtype, channels_last, pick_device, prepare_batch
+from skinlesion.device import autocast_dtype, channels_last, compile_model, pick_device, prepare_batch
 from skinlesion.losses import FocalLoss
 from skinlesion.sampling import sample_weights
 from skinlesion.training import default_workers, epoch_seed
@@ -57,7 +57,7 @@ class TrainStep:
         if device.type == "cuda":
             torch.backends.cudnn.benchmark = True
         if args.compile:
-            self.model.compile()
+            compile_model(self.model)
         self.model.train()
         self.criterion = FocalLoss(2.0).to(device)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=1e-4, weight_decay=0.01,

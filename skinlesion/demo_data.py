@@ -81,6 +81,14 @@ VIEWS_PER_LESION_P: tuple[float, ...] = (0.50, 0.25, 0.13, 0.07, 0.03, 0.02)
 HAM_ROW_ORDER: tuple[str, ...] = ("bkl", "nv", "df", "mel", "vasc", "bcc", "akiec")
 FIRST_IMAGE_NUMBER = 24306  # ISIC_0024306 is the first HAM10000 image id
 
+# The real HAM10000 metadata, for demo data at full scale (`ham10000_plan`): per class (images,
+# lesions), 10,015 images of 7,470 lesions, and how many lesions have 1..6 images.
+HAM10000_IMAGES_LESIONS: dict[str, tuple[int, int]] = {
+    "akiec": (327, 228), "bcc": (514, 327), "bkl": (1099, 727), "df": (115, 73),
+    "mel": (1113, 614), "nv": (6705, 5403), "vasc": (142, 98),
+}
+HAM10000_IMAGES_PER_LESION: dict[int, int] = {1: 5514, 2: 1423, 3: 490, 4: 34, 5: 5, 6: 4}
+
 # Image counts of the real unified validation split; the demo keeps the mix but lifts rare classes
 # to UNIFIED_MIN_SHARE so per-class recall is measurable with a few hundred images.
 UNIFIED_VAL_COUNTS: dict[str, int] = {
@@ -1016,12 +1024,45 @@ class _LesionRecord:
     image_numbers: list
 
 
-def _ham_table(n_lesions: int, seed: int) -> list[_LesionRecord]:
+def _largest_remainder(weights: dict, n: int) -> dict:
+    """Integer counts summing to n, proportional to weights (largest remainder; zero allowed)."""
+    total = sum(weights.values())
+    exact = {k: w / total * n for k, w in weights.items()}
+    counts = {k: int(math.floor(v)) for k, v in exact.items()}
+    for k in sorted(weights, key=lambda k: -(exact[k] - counts[k]))[: n - sum(counts.values())]:
+        counts[k] += 1
+    return counts
+
+
+def ham10000_plan(n_images: int = 10015) -> list[tuple[str, int]]:
+    """(dx, image count) per lesion with the real HAM10000 proportions, scaled to about n_images:
+    the lesions per class, the images-per-lesion histogram and (as closely as the histogram
+    allows) the images per class. At n_images=10015 it is the real table's counts exactly."""
+    scale = n_images / sum(images for images, _ in HAM10000_IMAGES_LESIONS.values())
+    n_lesions = max(len(CLASSES), round(scale * sum(les for _, les in HAM10000_IMAGES_LESIONS.values())))
+    lesions = _apportion({c: les for c, (_, les) in HAM10000_IMAGES_LESIONS.items()}, n_lesions)
+    histogram = _largest_remainder(HAM10000_IMAGES_PER_LESION, n_lesions)
+    extra = _largest_remainder({c: img - les for c, (img, les) in HAM10000_IMAGES_LESIONS.items()},
+                               sum((k - 1) * h for k, h in histogram.items()))
+    views = {c: [] for c in CLASSES}
+    # Multi-image lesions, most images first, each to the class with the most extra images still owed.
+    for k in sorted(histogram, reverse=True):
+        for _ in range(histogram[k] if k > 1 else 0):
+            open_ = [c for c in CLASSES if len(views[c]) < lesions[c]]
+            c = max(open_, key=lambda c: (extra[c], -CLASSES.index(c)))
+            views[c].append(k)
+            extra[c] -= k - 1
+    return [(c, k) for c in HAM_ROW_ORDER for k in views[c] + [1] * (lesions[c] - len(views[c]))]
+
+
+def _ham_table(n_lesions: int, seed: int, plan: list[tuple[str, int]] | None = None) -> list[_LesionRecord]:
     rng = np.random.default_rng([seed, _TABLE_STREAM])
     counts = _apportion(HAM_LESION_SHARES, n_lesions)
     dxs = [dx for dx in HAM_ROW_ORDER for _ in range(counts[dx])]
     lesion_numbers = rng.permutation(int(n_lesions * 1.05) + 10)[:n_lesions]
     views = rng.choice(len(VIEWS_PER_LESION_P), size=n_lesions, p=VIEWS_PER_LESION_P) + 1
+    if plan is not None:  # the real proportions (ham10000_plan) in place of the demo's
+        dxs, views = [dx for dx, _ in plan], np.array([k for _, k in plan])
     if views.max() < 2:  # keep the leakage trap present even in tiny demos
         views[0] = 2
     clinical = [_clinical_row(dx, rng) for dx in dxs]
@@ -1125,16 +1166,22 @@ def _save_pair(image: Image.Image, mask: Image.Image, image_path: Path, mask_pat
     mask_path.write_bytes(mask_png(np.asarray(mask)))
 
 
-def write_demo_ham10000(root: Path, *, n_lesions: int, seed: int, image_size: tuple[int, int] = (300, 225)) -> None:
+def write_demo_ham10000(root: Path, *, n_lesions: int, seed: int, image_size: tuple[int, int] = (300, 225),
+                        plan: list[tuple[str, int]] | None = None) -> None:
     """Write a synthetic HAM10000 in the Kaggle layout plus the official lesion segmentations.
 
     root/HAM10000_metadata.csv, root/HAM10000_images_part_{1,2}/ISIC_xxxxxxx.jpg,
     root/HAM10000_segmentations_lesion_tschandl/ISIC_xxxxxxx_segmentation.png
+
+    plan: (dx, image count) per lesion, e.g. `ham10000_plan()` for the real proportions; its
+    length must be n_lesions. Default: the demo's class shares and images per lesion.
     """
+    if plan is not None and len(plan) != n_lesions:
+        raise ValueError(f"plan has {len(plan)} lesions but n_lesions is {n_lesions}")
     root = Path(root)
     size = (int(image_size[0]), int(image_size[1]))
     domain = DOMAINS["ham"]
-    table = _ham_table(n_lesions, seed)
+    table = _ham_table(n_lesions, seed, plan)
     n_images = sum(len(r.image_numbers) for r in table)
     first_part_2 = FIRST_IMAGE_NUMBER + (n_images + 1) // 2
     parts = (root / "HAM10000_images_part_1", root / "HAM10000_images_part_2")
@@ -1162,11 +1209,13 @@ def write_demo_ham10000(root: Path, *, n_lesions: int, seed: int, image_size: tu
 
 
 def write_demo_unified(root: Path, *, n_images: int, seed: int, image_size: tuple[int, int] = (300, 225),
-                       split: str = "val") -> None:
+                       split: str = "val", image_sizes: list[tuple[int, int]] | None = None) -> None:
     """Write a synthetic external set in the unified layout (each image its own lesion).
 
     root/Unified_dataset/<split>/<dx>/UNI_xxxxxx.jpg and
     root/Unified_dataset_masks/<split>/<dx>/UNI_xxxxxx_segmentation.png, under domain shift.
+    image_sizes: a mix of (width, height), image i taking image_sizes[i % len(image_sizes)] (the
+    real set mixes sizes); default: every image at image_size.
     """
     if not re.fullmatch(r"[A-Za-z0-9_-]+", split):
         raise ValueError(f"split must be a plain folder name, got {split!r}")
@@ -1187,7 +1236,8 @@ def write_demo_unified(root: Path, *, n_images: int, seed: int, image_size: tupl
         key = (seed, _UNI_LESION_STREAM, i)
         lesion = sample_lesion(dx, np.random.default_rng(key), key, domain)
         view = sample_view(np.random.default_rng([seed, _UNI_VIEW_STREAM, i]), domain)
-        image, mask = render_view(lesion, view, domain, size)
+        own_size = size if not image_sizes else tuple(int(x) for x in image_sizes[i % len(image_sizes)])
+        image, mask = render_view(lesion, view, domain, own_size)
         name = f"UNI_{int(number):06d}"
         _save_pair(image, mask, image_root / dx / f"{name}.jpg", mask_root / dx / f"{name}_segmentation.png",
                    domain.jpeg_quality)

@@ -15,8 +15,11 @@ crops (`CROPS`: symmetric, corner- and side-anchored); an external image matches
 within `max_bits` of any of them. Synthetic or very uniform images can share a hash
 neighbourhood without being the same picture, so a hash match is confirmed by the mean colour
 difference of 16x16 thumbnails (copies <= 6.2, the demo's distinct lookalike lesions >= 7.0).
-Comparisons are vectorised (XOR of uint64 words, `numpy.bitwise_count`, threads over blocks):
-8,000 external images against 10,000 training images x 12 crops take about 10 s on 2 cores.
+Comparisons are vectorised (XOR of uint64 words, `numpy.bitwise_count`, threads over blocks) and
+cache-blocked: 16 queries against 16,384 reference crops at a time keep every temporary (2 MiB) in
+the CPU cache. The HAM10000 self-comparison (10,015 images against 10,015 x 12 crops, 1.2 billion
+hash pairs) costs about 4 CPU seconds; without the blocking, each pass streamed its temporaries
+through memory and took 4 times longer. The audit's time goes into hashing the crops instead.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from .errors import DataError
 
 HASH_SIZE = 16  # 16x16 DCT bits = 256 bits = 4 uint64 words
 WORDS = HASH_SIZE * HASH_SIZE // 64
+QUERY_BLOCK, REFERENCE_CHUNK = 16, 16384  # uint64 temporaries of 2 MiB: they stay in the CPU cache
 THUMB = 16  # side of the RGB thumbnail that confirms a hash match
 # (left, top, right, bottom) fractions removed from each side; the first is the image itself.
 CROPS: tuple[tuple[float, float, float, float], ...] = (
@@ -94,14 +98,24 @@ def signatures(paths: Sequence[str], crops=CROPS[:1], threads: int = 4) -> Signa
 
 def hash_distances(queries: np.ndarray, references: np.ndarray) -> np.ndarray:
     """Hamming distances of query hashes (b, WORDS) to reference images (m, k, WORDS), the
-    smallest over each reference's crops: (b, m). One uint64 word at a time keeps the
-    temporaries small (this loop is memory-bound)."""
+    smallest over each reference's crops: (b, m)."""
     m, k = references.shape[:2]
-    flat = np.ascontiguousarray(references.reshape(m * k, WORDS).T)  # (WORDS, m*k)
-    total = np.zeros((len(queries), m * k), np.uint16)
-    for w in range(WORDS):
-        total += np.bitwise_count(queries[:, w, None] ^ flat[w][None])
-    return total.reshape(len(queries), m, k).min(-1)
+    return _min_distances(queries, np.ascontiguousarray(references.reshape(m * k, WORDS).T), k)
+
+
+def _min_distances(queries: np.ndarray, flat: np.ndarray, crops: int) -> np.ndarray:
+    """hash_distances against the reference crops' words laid out as (WORDS, m*k), a row per word
+    so that each pass reads one contiguous run."""
+    total = np.empty((len(queries), flat.shape[1]), np.uint16)
+    for q in range(0, len(queries), QUERY_BLOCK):
+        block = queries[q:q + QUERY_BLOCK]
+        for r in range(0, flat.shape[1], REFERENCE_CHUNK):
+            part = flat[:, r:r + REFERENCE_CHUNK]
+            out = total[q:q + QUERY_BLOCK, r:r + REFERENCE_CHUNK]
+            np.bitwise_count(block[:, 0, None] ^ part[0][None], out=out, casting="unsafe")  # uint8 -> uint16
+            for w in range(1, WORDS):
+                out += np.bitwise_count(block[:, w, None] ^ part[w][None])
+    return total.reshape(len(queries), -1, crops).min(-1)
 
 
 def colour_distances(queries: np.ndarray, references: np.ndarray) -> np.ndarray:
@@ -116,8 +130,11 @@ def matches(queries: Signatures, references: Signatures, max_bits: int, max_colo
     """Every (query, reference) pair whose hashes lie within max_bits AND whose thumbnails within
     max_colour: the hash finds the same picture, the colour check confirms it (distinct lesions
     with a similar layout can share a hash neighbourhood, rarely also their colours)."""
+    m, k = references.hashes.shape[:2]
+    flat = np.ascontiguousarray(references.hashes.reshape(m * k, WORDS).T)
+
     def one_block(start: int) -> pd.DataFrame | None:
-        d = hash_distances(queries.hashes[start:start + block, 0], references.hashes)
+        d = _min_distances(queries.hashes[start:start + block, 0], flat, k)
         i, j = np.nonzero(d <= max_bits)
         if not len(i):
             return None

@@ -23,7 +23,7 @@ from . import model as model_lib
 from .classes import CLASSES
 from .cache import ImageCache
 from .dataset import LesionImages, loader_options
-from .device import autocast_dtype, channels_last, pick_device, prepare_batch
+from .device import autocast_dtype, channels_last, compile_model, pick_device, prepare_batch
 from .losses import FocalLoss
 from .metrics import balanced_accuracy
 from .errors import ParamsError, TrainingError
@@ -141,7 +141,7 @@ def train_fold(train_frame: pd.DataFrame, val_frame: pd.DataFrame, params: Param
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     if p.compile:
-        model.compile()  # in place: the state_dict keys stay those of the plain model
+        compile_model(model)  # in place: the state_dict keys stay those of the plain model
     train_model = model  # what the training steps call: the model, or its DDP wrapper that averages gradients
     if world > 1:
         if p.sync_batchnorm:

@@ -101,3 +101,71 @@ def test_hash_comparison_is_vectorised_and_exact():
     assert time.perf_counter() - start < 10  # 24 million comparisons; seconds, not minutes
     assert (d[np.arange(1000), np.arange(1000)] == 3).all()
     assert d[0, 1] == np.bitwise_count(queries[0] ^ refs[1]).sum(-1).min()
+
+
+def reference_matches(queries, references, max_bits, max_colour):
+    """The audit's comparison written the plain way (every query against every crop at once,
+    no cache blocking), to prove the blocked one finds exactly the same pairs."""
+    m, k = references.hashes.shape[:2]
+    flat = references.hashes.reshape(m * k, leakage.WORDS)
+    found = []
+    for start in range(0, len(queries), 64):
+        q = queries.hashes[start:start + 64, 0]
+        d = np.bitwise_count(q[:, None, :] ^ flat[None]).sum(-1, dtype=np.uint16).reshape(len(q), m, k).min(-1)
+        i, j = np.nonzero(d <= max_bits)
+        c = leakage.colour_distances(queries.thumbs[start + i, 0], references.thumbs[j])
+        found.append(pd.DataFrame({"query": start + i, "reference": j, "bits": d[i, j].astype(int), "colour": c}))
+    frame = pd.concat(found, ignore_index=True)
+    return frame[frame["colour"] <= max_colour].reset_index(drop=True)
+
+
+def planted_signatures(n: int, seed: int) -> leakage.Signatures:
+    """Random signatures in which every third image is a near copy (a few bits and colour levels
+    off, some near the thresholds) of the one before it."""
+    rng = np.random.default_rng(seed)
+    hashes = rng.integers(0, 2**64, (n, len(leakage.CROPS), leakage.WORDS), dtype=np.uint64)
+    thumbs = rng.integers(0, 256, (n, len(leakage.CROPS), leakage.THUMB, leakage.THUMB, 3), dtype=np.uint8)
+    for a in range(1, n, 3):
+        flips = rng.integers(0, 64, 12 + a % 45)  # 12..56 bit positions, so some pairs fall beyond 48 bits
+        hashes[a] = hashes[a - 1]
+        for bit in flips:
+            hashes[a, :, bit % leakage.WORDS] ^= np.uint64(1) << np.uint64(bit)
+        thumbs[a] = np.clip(thumbs[a - 1].astype(int) + rng.integers(-8, 9, thumbs[a].shape), 0, 255)
+    return leakage.Signatures(hashes, thumbs)
+
+
+def test_cache_blocked_comparison_gives_exactly_the_pairs_of_the_plain_one(monkeypatch):
+    ham, external = planted_signatures(300, 0), planted_signatures(120, 1)
+    external.hashes[:40] = ham.hashes[:40]  # external copies of training images
+    external.thumbs[:40] = ham.thumbs[:40]
+    for queries, references in ((ham, ham), (external, ham)):
+        old = reference_matches(queries, references, MAX_BITS, MAX_COLOUR)
+        for block, chunk in ((64, leakage.REFERENCE_CHUNK), (7, 1000)):  # uneven blocks: chunk and block edges
+            monkeypatch.setattr(leakage, "REFERENCE_CHUNK", chunk)
+            new = leakage.matches(queries, references, MAX_BITS, MAX_COLOUR, block=block)
+            pd.testing.assert_frame_equal(new, old)
+        assert len(old) > len(queries) // 4  # the test compares real matches, not two empty frames
+
+
+def test_demo_audit_is_unchanged_by_the_cache_blocking(tmp_path, monkeypatch):
+    """On demo images (several views per lesion, lookalike lesions) the audit's outputs match the
+    plain comparison's: the external images removed, the near-duplicate pairs and the split groups."""
+    demo_data.write_demo_ham10000(tmp_path / "ham", n_lesions=40, seed=3, image_size=(160, 120))
+    ham = sources.read_ham10000(tmp_path / "ham")
+    external = ham.iloc[::4].assign(image_id=lambda f: [f"copy_{k}" for k in range(len(f))])  # no ISIC id: found by content
+    sig, ext_sig = leakage.signatures(list(ham["path"]), leakage.CROPS), leakage.signatures(list(external["path"]))
+    loose = (MAX_BITS + 40, MAX_COLOUR + 20)  # loose thresholds, so lookalikes match too and groups merge
+
+    def audit():
+        kept, report = leakage.audit_external(ham, external, sig, ext_sig, *loose)
+        pairs = leakage.near_duplicates(ham, sig, *loose)
+        return kept, report, pairs, leakage.split_groups(ham, pairs, merge=True)
+
+    new = audit()
+    monkeypatch.setattr(leakage, "matches", reference_matches)
+    old = audit()
+    pd.testing.assert_frame_equal(new[0], old[0])
+    assert new[1] == old[1] and new[1]["removed_by_content"] == len(external)
+    pd.testing.assert_frame_equal(new[2], old[2])
+    assert len(new[2]) > 0
+    pd.testing.assert_series_equal(new[3], old[3])
