@@ -28,11 +28,11 @@ from pathlib import Path
 import common
 import numpy as np
 import torch
-from torch import nn
 
-from skinlesion import app, inference, model, uploads
+from skinlesion import app, inference, uploads
 from skinlesion.classes import CLASSES
 from skinlesion.demo_data import render_demo_image
+from skinlesion.random_models import write_random_models
 
 
 def arguments(argv=None):
@@ -50,17 +50,6 @@ def arguments(argv=None):
         args.model, args.img_size, args.folds, args.repeats, args.warmup, args.clients, args.requests = (
             "test_efficientnet", 32, 2, 3, 1, 2, 3)
     return args
-
-
-def random_models(folder: Path, name: str, img_size: int, folds: int) -> Path:
-    torch.manual_seed(0)
-    for fold in range(folds):
-        net = model.create(name, pretrained=False)
-        nn.init.normal_(net.backbone.get_classifier().weight, std=0.3)  # create() zeroes the head
-        card = {"architecture": name, "classes": list(CLASSES), "img_size": img_size, "fold": fold,
-                "data_source": "random weights (benchmark)", "params": {}, "val_metrics": {}}
-        model.save(net, card, folder, f"fold{fold}")
-    return folder
 
 
 def free_port() -> int:
@@ -126,7 +115,8 @@ def main(argv=None) -> dict:
             repo = Path(args.models).resolve().parent
         else:
             repo = tmp / "project"
-            random_models(repo / "models", args.model, args.img_size, args.folds)
+            write_random_models(repo / "models", args.model, args.img_size, range(args.folds),
+                                data_source="random weights (benchmark)")
         served = inference.load_served_model(repo=repo)
         name = f"{len(served.cards)}-fold ensemble of {served.cards[0]['architecture']}"
         image = tmp / "upload.jpg"

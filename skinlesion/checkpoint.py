@@ -21,11 +21,15 @@ from .params import Params, as_dict
 
 
 def code_version() -> str:
-    """The package's source and the versions of torch and timm: a resumed run must run the same
-    code as the run it continues, or its weights would match neither the old code nor the new."""
+    """Every file of the package (its source, in subpackages too, and any data it ships), and the
+    versions of torch and timm: a resumed run must run the same code as the run it continues, or
+    its weights would match neither the old code nor the new. Bytecode caches are left out: Python
+    rewrites them without any change to the code."""
+    package = Path(__file__).parent
     digest = hashlib.sha256(f"torch {torch.__version__} timm {timm.__version__}".encode())
-    for source in sorted(Path(__file__).parent.glob("*.py")):
-        digest.update(source.name.encode() + source.read_bytes())
+    files = sorted(p.relative_to(package) for p in package.rglob("*") if p.is_file())
+    for name in (f for f in files if "__pycache__" not in f.parts):
+        digest.update(name.as_posix().encode() + b"\0" + (package / name).read_bytes())
     return digest.hexdigest()
 
 

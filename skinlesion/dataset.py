@@ -62,12 +62,15 @@ class LesionImages(Dataset):
     def __len__(self) -> int:
         return len(self.images)
 
+    def rgb(self, i: int) -> np.ndarray:
+        """Image i after the transform, HxWx3 uint8: what the model gets, before the channel layout."""
+        return self.transform(image=self.images[i])["image"]
+
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         worker = get_worker_info()
         if worker is not None:
             self._reseed_worker(worker.id)
-        rgb = self.transform(image=self.images[i])["image"]
-        return to_chw_uint8(rgb), int(self.labels[i])
+        return to_chw_uint8(self.rgb(i)), int(self.labels[i])
 
 
 def loader_options(device: torch.device, workers: int) -> dict:

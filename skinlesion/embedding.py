@@ -1,4 +1,5 @@
 """A 2-D map (t-SNE) of the ensemble's penultimate features, internal and external images together.
+The features come from evaluation's one pass over each set (ensemble_prediction.predict_ensemble).
 
 If the external images form their own islands, apart from the internal images of the same class,
 the model sees the clinic before the lesion: domain shift, visible before any score drops.
@@ -12,42 +13,19 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-import torch  # noqa: E402
 from sklearn.decomposition import PCA  # noqa: E402
 from sklearn.manifold import TSNE  # noqa: E402
-from torch.utils.data import DataLoader  # noqa: E402
 
 from .classes import CLASSES  # noqa: E402
-from .dataset import LesionImages  # noqa: E402
-from .device import prepare_batch  # noqa: E402
-from .model import FoldEnsemble  # noqa: E402
-from .transforms import eval_transform, normalize  # noqa: E402
 
 
-@torch.no_grad()
-def penultimate_features(ensemble: FoldEnsemble, images: torch.Tensor) -> torch.Tensor:
-    """The pooled features before each member's classifier, concatenated over members."""
-    out = []
-    for m in ensemble.members:
-        x = normalize(images, m.mean, m.std)
-        out.append(m.backbone.forward_head(m.backbone.forward_features(x), pre_logits=True).float())
-    return torch.cat(out, dim=1)
-
-
-def frame_features(ensemble: FoldEnsemble, frame: pd.DataFrame, *, img_size: int, batch_size: int,
-                   device: torch.device, cache=None) -> np.ndarray:
-    """(N, features) for every row of `frame`, on the same centre crops as evaluation (images from the
-    image cache when given)."""
-    loader = DataLoader(LesionImages(frame, img_size, eval_transform(img_size), cache), batch_size=batch_size)
-    out = [penultimate_features(ensemble, prepare_batch(images, device)).cpu() for images, _ in loader]
-    return torch.cat(out).numpy()
-
-
-def sample(frame: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
-    """At most n rows, a class-stratified sample (t-SNE slows down with every point)."""
+def sample_rows(frame: pd.DataFrame, n: int, seed: int) -> np.ndarray:
+    """The positions of at most n rows of `frame`, a class-stratified sample (t-SNE slows down with
+    every point): all rows in order when there are at most n, else grouped by class."""
     if len(frame) <= n:
-        return frame
-    return frame.groupby("dx", group_keys=False).sample(frac=n / len(frame), random_state=seed)
+        return np.arange(len(frame))
+    numbered = frame.reset_index(drop=True)  # index = position
+    return numbered.groupby("dx", group_keys=False).sample(frac=n / len(frame), random_state=seed).index.to_numpy()
 
 
 def project(features: np.ndarray, seed: int) -> np.ndarray:

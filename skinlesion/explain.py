@@ -29,9 +29,8 @@ from scipy.stats import spearmanr  # noqa: E402
 
 from .classes import CLASSES, display_name  # noqa: E402
 from .errors import DataError  # noqa: E402
-from .images import center_crop, resize_short_side  # noqa: E402
 from .model import FoldEnsemble  # noqa: E402
-from .transforms import to_chw_uint8  # noqa: E402
+from .transforms import resize_and_crop, to_chw_uint8  # noqa: E402
 
 
 def gradcam(model: FoldEnsemble, images: torch.Tensor, class_indices: list[int]) -> np.ndarray:
@@ -42,8 +41,8 @@ def gradcam(model: FoldEnsemble, images: torch.Tensor, class_indices: list[int])
 
 
 def lesion_mask(mask_path: str | Path, image_path: str | Path, img_size: int) -> np.ndarray:
-    """The binary lesion mask in the geometry of the model's input: shorter side resized to img_size,
-    then the centre crop, exactly as the image. The mask must have the image's aspect ratio (the
+    """The binary lesion mask in the geometry of the model's input (transforms.resize_and_crop),
+    exactly as the image. The mask must have the image's aspect ratio (the
     HAM10000 segmentation release has the images' size)."""
     try:
         with Image.open(mask_path) as im:
@@ -55,8 +54,7 @@ def lesion_mask(mask_path: str | Path, image_path: str | Path, img_size: int) ->
     if abs(mask.shape[1] / mask.shape[0] - image_w / image_h) > 0.01:
         raise DataError(f"lesion mask {mask_path} is {mask.shape[1]}x{mask.shape[0]} but its image is "
                         f"{image_w}x{image_h}; a mask must cover its image exactly (same aspect ratio)")
-    resized = resize_short_side(mask.astype(np.float32) / 255.0, img_size)
-    return center_crop(resized, img_size) >= 0.5
+    return resize_and_crop(mask.astype(np.float32) / 255.0, img_size) >= 0.5
 
 
 def cam_in_lesion(cam: np.ndarray, mask: np.ndarray) -> float:

@@ -2,6 +2,9 @@
 
 The card (architecture, classes, image size, normalisation, params, validation metrics) is all
 that evaluate, gradcam and the app need to rebuild exactly the trained model. No pickle anywhere.
+It also says what a reader of the weights alone would need, in the terms of a MONAI bundle's
+metadata.json: the intended use, the library versions, and the input and output tensors
+(network_data_format).
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ import json
 import math
 from pathlib import Path
 
+import safetensors
 import timm
 import torch
 from safetensors.torch import load_file, save_file
@@ -18,7 +22,10 @@ from torch import nn
 from . import atomic
 from .classes import CLASSES
 from .errors import ModelFileError, ParamsError, PretrainedWeightsError
-from .transforms import normalize
+from .transforms import INPUT_FORMAT, normalize
+
+INTENDED_USE = ("Research and teaching: classifying a dermoscopic image of a single skin lesion into the seven "
+                "HAM10000 classes. Not a medical device: not for diagnosing, triaging or reassuring patients.")
 
 
 class LesionClassifier(nn.Module):
@@ -90,8 +97,22 @@ def save(model: LesionClassifier, card: dict, folder: Path, stem: str) -> None:
     weights = {k: v.detach().cpu().contiguous() for k, v in model.backbone.state_dict().items()}
     with atomic.atomic_path(folder / f"{stem}.safetensors") as tmp:
         save_file(weights, str(tmp))
-    card = {**card, "weights": f"{stem}.safetensors", "mean": list(model.mean), "std": list(model.std)}
+    card = {**card, "weights": f"{stem}.safetensors", "mean": list(model.mean), "std": list(model.std),
+            **description(model, card.get("img_size"))}
     atomic.write_json(folder / f"{stem}.json", card)
+
+
+def description(model: LesionClassifier, img_size: int | None) -> dict:
+    """The card's fields for a reader without this code, named as in a MONAI bundle's metadata.json."""
+    image = {**INPUT_FORMAT, "spatial_shape": [img_size, img_size], "mean": list(model.mean), "std": list(model.std)}
+    pred = {"type": "probabilities", "format": "classes", "num_channels": len(CLASSES), "spatial_shape": [],
+            "dtype": "float32", "value_range": [], "is_patch_data": False,
+            "channel_def": {str(k): name for k, name in enumerate(CLASSES)},
+            "postprocessing": "logits already divided by the card's temperature; softmax gives the probabilities"}
+    return {"intended_use": INTENDED_USE, "data_type": "dermoscopic RGB photographs (JPEG or PNG)",
+            "pytorch_version": torch.__version__,
+            "required_packages_version": {"timm": timm.__version__, "safetensors": safetensors.__version__},
+            "network_data_format": {"inputs": {"image": image}, "outputs": {"pred": pred}}}
 
 
 def load(card_path: Path, device: torch.device | str = "cpu") -> tuple[LesionClassifier, dict]:

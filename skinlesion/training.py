@@ -1,4 +1,6 @@
-"""The training loop for one cross-validation fold."""
+"""Training one cross-validation fold, in timm's shape: `train_one_epoch` (the steps), `validate`
+(the one prediction loop of prediction.py, plus the loss), and `train_fold`, which wires seeding,
+the loaders, the model, DDP, resuming, the epochs and the checkpoints."""
 
 from __future__ import annotations
 
@@ -14,22 +16,24 @@ import numpy as np
 import pandas as pd
 import timm
 import torch
+from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, RandomSampler, Subset
+from torch.utils.data import DataLoader, RandomSampler, Sampler, Subset
 from tqdm import tqdm
 
 from . import checkpoint, distributed
 from . import model as model_lib
-from .classes import CLASSES
 from .cache import ImageCache
+from .classes import CLASSES
 from .dataset import LesionImages, loader_options
-from .device import autocast_dtype, channels_last, compile_model, pick_device, prepare_batch
+from .device import autocast_dtype, channels_last, compile_model as compile_in_place, pick_device, prepare_batch
 from .losses import FocalLoss
 from .metrics import balanced_accuracy
 from .errors import ParamsError, TrainingError
 from .params import Params
+from .prediction import eval_images, predict_logits
 from .sampling import sharded_sampler, weighted_sampler
-from .transforms import eval_transform, train_transform
+from .transforms import train_transform
 
 
 def seed_everything(seed: int) -> None:
@@ -77,47 +81,26 @@ class FoldResult:
     val_labels: np.ndarray
 
 
-@torch.no_grad()
-def predict(model, loader, device, amp_dtype) -> tuple[np.ndarray, np.ndarray]:
-    model.eval()
-    logits, labels = [], []
-    for images, y in loader:
-        images = prepare_batch(images, device)
-        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            logits.append(model(images).float().cpu())
-        labels.append(y)
-    return torch.cat(logits).numpy(), torch.cat(labels).numpy()
-
-
 def epoch_seed(seed: int, epoch: int) -> int:
     return seed * 10_000 + epoch
 
 
-def _diverged(params: Params, fold: int, epoch: int, loss: float, step: int | None = None) -> TrainingError:
-    """Training on a NaN or infinite loss would only write NaN weights; say what usually causes it."""
-    p = params.train
-    where = f"fold {fold} epoch {epoch}/{p.epochs}" + (f" step {step}" if step else "")
-    alpha = "" if p.focal_alpha is None else f", or train.focal_alpha {list(p.focal_alpha)} (try null)"
-    return TrainingError(
-        f"{where}: the training loss is {loss}; stopping before this epoch is checkpointed or any model is "
-        f"written. Usual causes: train.lr {p.lr} too high (try {p.lr / 10:g}){alpha}, or bad data "
-        "(corrupt images or labels)")
+@dataclass
+class FoldData:
+    train_set: LesionImages
+    val_set: LesionImages
+    train_loader: DataLoader
+    val_loader: DataLoader  # this rank's share of the validation set
+    sampler: Sampler | None  # the weighted (and, under DDP, sharded) epoch sample; None: plain shuffling
 
 
-def train_fold(train_frame: pd.DataFrame, val_frame: pd.DataFrame, params: Params, fold: int,
-               checkpoint_path: Path | None = None, cache: ImageCache | None = None) -> FoldResult:
-    """Train one fold; with `checkpoint_path`, save after every epoch and resume from a valid checkpoint.
-    Images come from `cache` (the preprocess stage's decode-once cache), else are decoded here."""
-    p, img_size = params.train, params.data.img_size
-    seed = params.seed + fold
-    seed_everything(seed)
-    device = distributed.local_device(pick_device(p.device))
-    world = distributed.world_size()
-    amp_dtype = autocast_dtype(device)
+def make_loaders(train_frame: pd.DataFrame, val_frame: pd.DataFrame, params: Params, seed: int, fold: int,
+                 device: torch.device, cache: ImageCache | None) -> FoldData:
+    """The fold's datasets and loaders; under DDP, this rank's share of the batches and of the validation set."""
+    p, img_size, world = params.train, params.data.img_size, distributed.world_size()
     workers = default_workers(device) if p.num_workers < 0 else p.num_workers
-
     train_set = LesionImages(train_frame, img_size, train_transform(img_size, p.augment, seed), cache)
-    val_set = LesionImages(val_frame, img_size, eval_transform(img_size), cache)
+    val_set = eval_images(val_frame, img_size, cache)
     sampler = weighted_sampler(train_set.labels, len(CLASSES), p.sampler_power, seed) if p.weighted_sampler else None
     if world > 1:  # every rank draws the same epoch sample and trains on its own disjoint share of it
         sampler = sharded_sampler(sampler or RandomSampler(train_set, generator=torch.Generator()),
@@ -134,118 +117,195 @@ def train_fold(train_frame: pd.DataFrame, val_frame: pd.DataFrame, params: Param
     # Each rank predicts its share of the validation set; the shares are gathered before scoring.
     val_shard = val_set if world == 1 else Subset(val_set, distributed.shard_indices(len(val_set)))
     val_loader = DataLoader(val_shard, batch_size=p.batch_size * 2, **loader_args)
+    return FoldData(train_set, val_set, train_loader, val_loader, sampler)
 
+
+def seed_epoch(data: FoldData, seed: int, epoch: int) -> None:
+    """All randomness of an epoch (sampling order, augmentation, dropout, mixup) follows from
+    (seed, epoch) alone, so a resumed run replays it exactly."""
+    s = epoch_seed(seed, epoch)
+    own = distributed.rank_seed(s)  # s itself in one process; ranks augment and drop out independently
+    seed_everything(own)
+    data.train_set.set_epoch(own)
+    data.train_loader.generator.manual_seed(own)
+    if data.sampler is not None:  # seeded alike on every rank: one shared epoch sample
+        data.sampler.generator.manual_seed(s)
+
+
+def compile_model(model: nn.Module, setting, device: torch.device) -> nn.Module:
+    """The one place where the model is compiled: `setting` is train.compile."""
+    return compile_in_place(model) if setting else model  # in place: the state_dict keys stay the plain model's
+
+
+def build_model(params: Params, device: torch.device) -> tuple[model_lib.LesionClassifier, nn.Module]:
+    """The fold's model on `device`, and what the training steps call: the model itself, or its DDP
+    wrapper that averages gradients over the ranks."""
+    p = params.train
     model = model_lib.create(params.model.name, pretrained=params.model.pretrained,
                              drop_rate=params.model.drop_rate).to(device)
     model = channels_last(model)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    if p.compile:
-        compile_model(model)  # in place: the state_dict keys stay those of the plain model
-    train_model = model  # what the training steps call: the model, or its DDP wrapper that averages gradients
-    if world > 1:
-        if p.sync_batchnorm:
-            if device.type != "cuda":
-                raise ParamsError("train.sync_batchnorm needs CUDA devices (torch's SyncBatchNorm); "
-                                  "set it false on the CPU")
-            model = timm.layers.convert_sync_batchnorm(model)
-        train_model = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
-    alpha = None if p.focal_alpha is None else torch.tensor(p.focal_alpha)
-    criterion = FocalLoss(p.focal_gamma, alpha).to(device)
+    model = compile_model(model, p.compile, device)
+    if distributed.world_size() == 1:
+        return model, model
+    if p.sync_batchnorm:
+        if device.type != "cuda":
+            raise ParamsError("train.sync_batchnorm needs CUDA devices (torch's SyncBatchNorm); "
+                              "set it false on the CPU")
+        model = timm.layers.convert_sync_batchnorm(model)
+    return model, DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+
+
+def make_optimiser(model: nn.Module, p, device: torch.device, amp_dtype: torch.dtype | None, steps_per_epoch: int):
+    """AdamW, its warmup-cosine schedule (stepped per batch) and the fp16 loss scaler (a no-op otherwise)."""
     optimizer = torch.optim.AdamW(model.parameters(), lr=p.lr, weight_decay=p.weight_decay,
                                   fused=device.type == "cuda")
-    steps_per_epoch = len(train_loader)
-    total = steps_per_epoch * p.epochs
-    warmup = int(p.warmup_epochs * steps_per_epoch)
+    total, warmup = steps_per_epoch * p.epochs, int(p.warmup_epochs * steps_per_epoch)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup_cosine(s, warmup, total))
-    scaler = torch.amp.GradScaler(enabled=amp_dtype == torch.float16)
+    return optimizer, scheduler, torch.amp.GradScaler(enabled=amp_dtype == torch.float16)
 
-    history, best, best_state, start = [], {"val_balanced_accuracy": -1.0}, None, 1
-    run_fingerprint = checkpoint.fingerprint(params, fold, train_set, val_set, world)
-    # Rank 0 reads the checkpoint and hands it to the others: every rank resumes from the same state,
-    # also on nodes that cannot see rank 0's disk.
-    state = checkpoint.load(checkpoint_path, run_fingerprint) if checkpoint_path and distributed.is_main() else None
-    state = distributed.broadcast_object(state)
-    if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        history, best, best_state, start = state["history"], state["best"], state["best_state"], state["epoch"] + 1
-        if distributed.is_main():
-            print(f"fold {fold}: resuming from the checkpoint after epoch {state['epoch']}/{p.epochs}", flush=True)
 
-    for epoch in range(start, p.epochs + 1):
-        # All randomness of an epoch (sampling order, augmentation, dropout, mixup) follows from
-        # (seed, epoch) alone, so a resumed run replays it exactly.
-        s = epoch_seed(seed, epoch)
-        own = distributed.rank_seed(s)  # s itself in one process; ranks augment and drop out independently
-        seed_everything(own)
-        train_set.set_epoch(own)
-        train_loader.generator.manual_seed(own)
-        if sampler is not None:  # seeded alike on every rank: one shared epoch sample
-            sampler.generator.manual_seed(s)
-        model.train()
-        started, seen, loss_sum = time.perf_counter(), 0, 0.0
-        bar = tqdm(train_loader, desc=f"fold {fold} epoch {epoch}/{p.epochs}", leave=False,
-                   disable=not distributed.is_main())
-        for step, (images, targets) in enumerate(bar, start=1):
-            images = prepare_batch(images, device)
-            targets = targets.to(device, non_blocking=True)
-            if p.mixup_alpha > 0:
-                images, targets = mixup(images.float(), targets, p.mixup_alpha, len(CLASSES))
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                loss = criterion(train_model(images), targets)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
-            step_loss = loss.item()
-            if world == 1 and not math.isfinite(step_loss):  # with DDP, all ranks stop after the epoch (below)
-                raise _diverged(params, fold, epoch, step_loss, step)
-            seen += images.shape[0]
-            loss_sum += step_loss * images.shape[0]
-            bar.set_postfix(loss=f"{step_loss:.3f}")
-        train_seconds = time.perf_counter() - started
+class NonFiniteLoss(ArithmeticError):
+    """A training step's loss is NaN or infinite (train_fold turns it into a TrainingError)."""
+
+    def __init__(self, step: int, loss: float):
+        super().__init__(f"step {step}: loss {loss}")
+        self.step, self.loss = step, loss
+
+
+def _diverged(params: Params, fold: int, epoch: int, loss: float, step: int | None = None) -> TrainingError:
+    """Training on a NaN or infinite loss would only write NaN weights; say what usually causes it."""
+    p = params.train
+    where = f"fold {fold} epoch {epoch}/{p.epochs}" + (f" step {step}" if step else "")
+    alpha = "" if p.focal_alpha is None else f", or train.focal_alpha {list(p.focal_alpha)} (try null)"
+    return TrainingError(
+        f"{where}: the training loss is {loss}; stopping before this epoch is checkpointed or any model is "
+        f"written. Usual causes: train.lr {p.lr} too high (try {p.lr / 10:g}){alpha}, or bad data "
+        "(corrupt images or labels)")
+
+
+def train_one_epoch(model: nn.Module, loader: DataLoader, criterion: nn.Module, optimizer: torch.optim.Optimizer,
+                    scheduler, scaler: torch.amp.GradScaler, *, device: torch.device, amp_dtype: torch.dtype | None,
+                    mixup_alpha: float, desc: str) -> dict:
+    """One pass over this rank's training batches: the summed loss, the images seen, the seconds.
+    In one process a non-finite loss stops at its step (NonFiniteLoss); under DDP every rank
+    finishes the epoch and train_fold stops them together on the summed loss."""
+    model.train()
+    started, seen, loss_sum = time.perf_counter(), 0, 0.0
+    bar = tqdm(loader, desc=desc, leave=False, disable=not distributed.is_main())
+    for step, (images, targets) in enumerate(bar, start=1):
+        images = prepare_batch(images, device)
+        targets = targets.to(device, non_blocking=True)
+        if mixup_alpha > 0:
+            images, targets = mixup(images.float(), targets, mixup_alpha, len(CLASSES))
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            loss = criterion(model(images), targets)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        scheduler.step()
+        step_loss = loss.item()
+        if distributed.world_size() == 1 and not math.isfinite(step_loss):
+            raise NonFiniteLoss(step, step_loss)
+        seen += images.shape[0]
+        loss_sum += step_loss * images.shape[0]
+        bar.set_postfix(loss=f"{step_loss:.3f}")
+    return {"loss_sum": loss_sum, "seen": seen, "seconds": time.perf_counter() - started}
+
+
+def validate(model: nn.Module, loader: DataLoader, criterion: nn.Module, device: torch.device
+             ) -> tuple[np.ndarray, np.ndarray, float]:
+    """Logits and labels of the whole validation set (every rank's share gathered), and the loss."""
+    logits, labels = predict_logits(model, loader, device)
+    logits, labels = distributed.gather_shards(logits), distributed.gather_shards(labels)
+    loss = criterion(torch.from_numpy(logits).to(device), torch.from_numpy(labels).to(device)).item()
+    return logits, labels, loss
+
+
+def train_fold(train_frame: pd.DataFrame, val_frame: pd.DataFrame, params: Params, fold: int,
+               checkpoint_path: Path | None = None, cache: ImageCache | None = None) -> FoldResult:
+    """Train one fold; with `checkpoint_path`, save after every epoch and resume from a valid checkpoint.
+    Images come from `cache` (the preprocess stage's decode-once cache), else are decoded here."""
+    p, seed, world = params.train, params.seed + fold, distributed.world_size()
+    seed_everything(seed)
+    device = distributed.local_device(pick_device(p.device))
+    amp_dtype = autocast_dtype(device)
+    data = make_loaders(train_frame, val_frame, params, seed, fold, device, cache)
+    model, train_model = build_model(params, device)
+    alpha = None if p.focal_alpha is None else torch.tensor(p.focal_alpha)
+    criterion = FocalLoss(p.focal_gamma, alpha).to(device)
+    optimizer, scheduler, scaler = make_optimiser(model, p, device, amp_dtype, len(data.train_loader))
+    stateful = {"model": model, "optimizer": optimizer, "scheduler": scheduler, "scaler": scaler}
+
+    run_fingerprint = checkpoint.fingerprint(params, fold, data.train_set, data.val_set, world)
+    progress = resume(checkpoint_path, run_fingerprint, stateful, fold, p.epochs)
+    for epoch in range(progress["epoch"] + 1, p.epochs + 1):
+        seed_epoch(data, seed, epoch)
+        try:
+            trained = train_one_epoch(train_model, data.train_loader, criterion, optimizer, scheduler, scaler,
+                                  device=device, amp_dtype=amp_dtype, mixup_alpha=p.mixup_alpha,
+                                      desc=f"fold {fold} epoch {epoch}/{p.epochs}")
+        except NonFiniteLoss as e:
+            raise _diverged(params, fold, epoch, e.loss, e.step) from None
+        loss_sum, seen, seconds = trained["loss_sum"], trained["seen"], trained["seconds"]
         if world > 1:  # the epoch over all ranks, and one model (rank 0's BatchNorm statistics) to evaluate and keep
             loss_sum, seen = distributed.all_reduce([loss_sum, seen])
-            (train_seconds,) = distributed.all_reduce([train_seconds], op="max")
+            (seconds,) = distributed.all_reduce([seconds], op="max")
             distributed.broadcast_buffers(model)
         if not math.isfinite(loss_sum):  # before anything of this epoch is saved
             raise _diverged(params, fold, epoch, loss_sum)
-
-        logits, labels = predict(model, val_loader, device, amp_dtype)
-        logits, labels = distributed.gather_shards(logits), distributed.gather_shards(labels)
-        val_loss = criterion(torch.from_numpy(logits).to(device), torch.from_numpy(labels).to(device)).item()
-        row = {
-            "epoch": epoch,
-            "train_loss": loss_sum / seen,
-            "val_loss": val_loss,
-            "val_balanced_accuracy": balanced_accuracy(labels, logits.argmax(axis=1)),
-            "lr": optimizer.param_groups[0]["lr"],
-        }  # no timings: the tracked curves (and checkpoints) must come out byte-identical on a rerun
-        history.append(row)
-        if row["val_balanced_accuracy"] > best["val_balanced_accuracy"]:
-            best = {"epoch": epoch, "val_balanced_accuracy": row["val_balanced_accuracy"], "val_loss": val_loss}
-            best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
+        logits, labels, val_loss = validate(model, data.val_loader, criterion, device)
+        row = {"epoch": epoch, "train_loss": loss_sum / seen, "val_loss": val_loss,
+               "val_balanced_accuracy": balanced_accuracy(labels, logits.argmax(axis=1)),
+               "lr": optimizer.param_groups[0]["lr"]}  # no timings: the curves (and checkpoints) must rerun byte-identical
+        progress = end_epoch(progress, row, model)
         if checkpoint_path and distributed.is_main():
-            checkpoint.save(checkpoint_path, {
-                "fingerprint": run_fingerprint, "epoch": epoch, "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "scaler": scaler.state_dict(), "history": history, "best": best, "best_state": best_state})
+            checkpoint.save(checkpoint_path, {"fingerprint": run_fingerprint, **progress,
+                                              **{name: obj.state_dict() for name, obj in stateful.items()}})
         distributed.barrier()
         # Printed once the checkpoint is on disk: a run killed after this line resumes after this epoch.
         if distributed.is_main():
             print(f"fold {fold} epoch {epoch}/{p.epochs}: train_loss {row['train_loss']:.4f}  "
                   f"val_loss {val_loss:.4f}  val_bal_acc {row['val_balanced_accuracy']:.4f}  "
-                  f"({seen / train_seconds:.1f} img/s)", flush=True)
+                  f"({seen / seconds:.1f} img/s)", flush=True)
+    return best_epoch_result(model, progress, params, data.val_loader, criterion, device)
 
-    if world > 1 and p.sync_batchnorm:  # the saved model has plain BatchNorm, as everywhere else
+
+def resume(path: Path | None, fingerprint: str, stateful: dict, fold: int, epochs: int) -> dict:
+    """The progress so far ({"epoch", "history", "best", "best_state"}): from a valid checkpoint at
+    `path`, whose states are loaded into `stateful`'s objects, else from nothing. Rank 0 reads the
+    checkpoint and hands it to the others: every rank resumes from the same state, also on nodes
+    that cannot see rank 0's disk."""
+    state = checkpoint.load(path, fingerprint) if path and distributed.is_main() else None
+    state = distributed.broadcast_object(state)
+    if state is None:
+        return {"epoch": 0, "history": [], "best": {"val_balanced_accuracy": -1.0}, "best_state": None}
+    for name, obj in stateful.items():
+        obj.load_state_dict(state[name])
+    if distributed.is_main():
+        print(f"fold {fold}: resuming from the checkpoint after epoch {state['epoch']}/{epochs}", flush=True)
+    return {key: state[key] for key in ("epoch", "history", "best", "best_state")}
+
+
+def end_epoch(progress: dict, row: dict, model: nn.Module) -> dict:
+    """The progress after an epoch: its row in the history, and the model's weights if it is the best."""
+    best, best_state = progress["best"], progress["best_state"]
+    if row["val_balanced_accuracy"] > best["val_balanced_accuracy"]:
+        best = {"epoch": row["epoch"], "val_balanced_accuracy": row["val_balanced_accuracy"],
+                "val_loss": row["val_loss"]}
+        best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
+    return {"epoch": row["epoch"], "history": [*progress["history"], row], "best": best, "best_state": best_state}
+
+
+def best_epoch_result(model: nn.Module, progress: dict, params: Params, val_loader: DataLoader,
+                      criterion: nn.Module, device: torch.device) -> FoldResult:
+    """The model with the best epoch's weights, on the CPU, and its validation logits, recomputed
+    rather than kept from that epoch, so that a resumed run has them too."""
+    if distributed.world_size() > 1 and params.train.sync_batchnorm:  # the saved model has plain BatchNorm
         model = model_lib.create(params.model.name, pretrained=False, drop_rate=params.model.drop_rate)
-    model.load_state_dict(best_state)
-    # Recomputed rather than kept from that epoch, so that a resumed run has them too.
-    val_logits, val_labels = predict(model.to(device), val_loader, device, amp_dtype)
-    val_logits, val_labels = distributed.gather_shards(val_logits), distributed.gather_shards(val_labels)
-    return FoldResult(model=model.cpu().to(memory_format=torch.contiguous_format).eval(), history=history, best=best,
-                      val_logits=val_logits, val_labels=val_labels)
+    model.load_state_dict(progress["best_state"])
+    val_logits, val_labels, _ = validate(model.to(device), val_loader, criterion, device)
+    return FoldResult(model=model.cpu().to(memory_format=torch.contiguous_format).eval(), history=progress["history"],
+                      best=progress["best"], val_logits=val_logits, val_labels=val_labels)

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from skinlesion import (atomic, bootstrap, calibration, cli, embedding, evaluation, isic, manifest, metrics, model,
-                        plots, splitting)
+from skinlesion import (atomic, bootstrap, calibration, cli, embedding, ensemble_prediction, isic, manifest, metrics,
+                        model, plots, splitting)
 from skinlesion.cache import ImageCache
 from skinlesion.classes import CLASSES
 from skinlesion.params import load_params
@@ -40,14 +40,13 @@ def main(args) -> None:
         for name, frame in sets.items():
             if frame.empty:
                 continue
-            images = ImageCache(CACHES[name], img_size)
-            probs = evaluation.predict_frame(ensemble, frame, img_size=img_size, tta=params.evaluate.tta,
-                                             batch_size=params.evaluate.batch_size, device=device, desc=name,
-                                             cache=images)
-            with calibration.uncalibrated(ensemble):  # the same, before temperature scaling: for the ECE
-                raw = evaluation.predict_frame(ensemble, frame, img_size=img_size, tta=params.evaluate.tta,
-                                               batch_size=params.evaluate.batch_size, device=device,
-                                               desc=f"{name}, uncalibrated", cache=images)
+            # One pass per set: the calibrated probabilities, the raw ones (for the ECE before
+            # temperature scaling) and the t-SNE features all come from the same forward passes.
+            shown = embedding.sample_rows(frame, params.evaluate.embedding_images, params.seed)
+            out = ensemble_prediction.predict_ensemble(
+                ensemble, frame, img_size=img_size, tta=params.evaluate.tta, batch_size=params.evaluate.batch_size,
+                device=device, feature_rows=shown, desc=name, cache=ImageCache(CACHES[name], img_size))
+            probs, raw = out.probabilities, out.uncalibrated
             y_true = np.array([CLASSES.index(dx) for dx in frame["dx"]])
             pred_table, truth_table = isic.tables(frame, probs)
             probs = isic.probabilities(pred_table)  # the CSV's numbers: eval.json is the official scorer's on it
@@ -60,10 +59,7 @@ def main(args) -> None:
             for relative, table in plots.eval_tables(name, y_true, probs, reliability[name]).items():
                 (plot_dir / relative).parent.mkdir(parents=True, exist_ok=True)
                 table.to_csv(plot_dir / relative, index=False)
-            shown = embedding.sample(frame, params.evaluate.embedding_images, params.seed)
-            features.append((name, shown["dx"].to_numpy(), embedding.frame_features(
-                ensemble, shown, img_size=img_size, batch_size=params.evaluate.batch_size, device=device,
-                cache=images)))
+            features.append((name, frame["dx"].to_numpy()[shown], out.features))
             r = report[name]
             print(f"{name}: {len(frame)} images, balanced accuracy {r['balanced_accuracy']:.4f} "
                   f"[{r['balanced_accuracy_ci95']['low']:.4f}, {r['balanced_accuracy_ci95']['high']:.4f}], "

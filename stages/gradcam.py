@@ -11,10 +11,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from skinlesion import atomic, cli, explain, isic, model, splitting
+from skinlesion import atomic, cli, explain, isic, model, prediction, splitting
 from skinlesion.classes import CLASSES
 from skinlesion.cache import ImageCache
-from skinlesion.images import center_crop
 from skinlesion.params import load_params
 from skinlesion.transforms import to_chw_uint8
 
@@ -35,14 +34,16 @@ def main(args) -> None:
     test = splits[splits["fold"] == splitting.TEST].set_index("image_id")
     image_ids, probs = isic.read_predictions("data/predictions/internal.csv")
     true = np.array([CLASSES.index(dx) for dx in test.loc[image_ids, "dx"]])
-    images = ImageCache("data/cache/ham10000", img_size)  # the same pixels as a fresh decode
+    # The test images exactly as evaluation fed them to the model (the centre crops), in the predictions' order.
+    images = prediction.eval_images(test.loc[image_ids].reset_index(), img_size,
+                                    ImageCache("data/cache/ham10000", img_size))
 
     # The numbers, on the test images that have a lesion mask (a seeded sample of gradcam.metric_images).
     with_mask = np.flatnonzero(test.loc[image_ids, "mask_path"].to_numpy() != "")
     chosen = np.sort(np.random.default_rng(params.seed).permutation(with_mask)[:params.gradcam.metric_images])
     scored = test.loc[image_ids[chosen]]
     scores = explain.cam_metrics(
-        ensemble, [center_crop(images[i], img_size) for i in scored.index],
+        ensemble, [images.rgb(i) for i in chosen],
         [explain.lesion_mask(m, p, img_size) for m, p in zip(scored["mask_path"], scored["path"])],
         [int(probs[i].argmax()) for i in chosen], batch_size=params.gradcam.batch_size, seed=params.seed)
     report = {"test_images": len(image_ids), "images_with_masks": len(with_mask), "images_scored": len(chosen),
@@ -56,7 +57,7 @@ def main(args) -> None:
     with atomic.atomic_dir("plots/gradcam") as out:
         for k, dx in enumerate(CLASSES):
             rows = pick_examples(true, probs, k, params.gradcam.examples_per_kind)
-            rgbs = [center_crop(images[image_ids[i]], img_size) for i in rows]
+            rgbs = [images.rgb(i) for i in rows]
             cams = (explain.gradcam(ensemble, torch.stack([to_chw_uint8(r) for r in rgbs]),
                                     [int(probs[i].argmax()) for i in rows]) if rows else [])
             examples = [{"rgb": rgb, "cam": cam, "probs": probs[i], "true": k, "image_id": image_ids[i]}

@@ -4,7 +4,9 @@
 
 Output: models/fold<k>.safetensors + fold<k>.json (the model card), plots/train/fold<k>.csv
 (per-epoch curves), metrics/train.json (best validation epoch per fold).
-A checkpoint per fold in checkpoints/ (kept by DVC between runs) lets a killed run resume.
+A checkpoint per fold in checkpoints/ lets a killed run resume. It is git-ignored and not a DVC
+output (see dvc.yaml): DVC leaves it alone between runs, and a finished fold's checkpoint makes a
+rerun with unchanged code, params and data skip to its end.
 
 Several GPUs (DDP): with train.nproc_per_node N > 1 this script starts itself again under torchrun
 as N processes on this node. Launched by torchrun directly, it runs as one rank of its world, e.g.

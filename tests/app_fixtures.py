@@ -7,29 +7,18 @@ import socket
 from collections.abc import Iterator
 from pathlib import Path
 
-import torch
-from torch import nn
-
-from skinlesion import model
-from skinlesion.classes import CLASSES
+from skinlesion.random_models import write_random_models
 
 IMG_SIZE = 64
 ARCH = "efficientnet_b0"  # the smallest EfficientNet: the app does not care which one it serves
 
 
 def make_models(folder: Path, folds=(0, 1), seed: int = 0, **card_extra) -> Path:
-    """fold<k>.safetensors + .json like the train stage writes, with random weights. create() zeroes
-    the head (uniform predictions, zero CAM gradients), so the head is drawn at random here."""
-    torch.manual_seed(seed)
-    for fold in folds:
-        net = model.create(ARCH, pretrained=False)
-        nn.init.normal_(net.backbone.get_classifier().weight, std=0.3)
-        card = {"architecture": ARCH, "classes": list(CLASSES), "img_size": IMG_SIZE, "fold": fold,
-                "data_source": "demo", "seed": seed, "params": {},
-                "val_metrics": {"epoch": 0, "val_balanced_accuracy": 0.5 + fold / 10, "val_loss": 1.0},
-                **card_extra}
-        model.save(net, card, folder, f"fold{fold}")
-    return folder
+    """fold<k>.safetensors + .json like the train stage writes, with random weights."""
+    def scores(fold: int) -> dict:  # a validation score per fold, for the model panel
+        return {"val_metrics": {"epoch": 0, "val_balanced_accuracy": 0.5 + fold / 10, "val_loss": 1.0}}
+
+    return write_random_models(folder, ARCH, IMG_SIZE, folds, seed, fold_card=scores, data_source="demo", **card_extra)
 
 
 def free_port() -> int:

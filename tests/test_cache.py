@@ -10,7 +10,7 @@ from committed_params import committed_params
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from skinlesion import cache, evaluation, model
+from skinlesion import cache, ensemble_prediction, model
 from skinlesion.dataset import LesionImages, loader_options
 from skinlesion.errors import DataError
 from skinlesion.images import load_rgb
@@ -163,8 +163,9 @@ def test_evaluation_gives_the_same_probabilities_through_the_cache_and_the_raw_p
     net = model.create("test_efficientnet", pretrained=False).eval()
     torch.nn.init.normal_(net.backbone.get_classifier().weight, std=0.5)  # not the uniform zero-init head
     kwargs = dict(img_size=IMG_SIZE, tta="flips", batch_size=4, device=torch.device("cpu"))
-    cached = evaluation.predict_frame(net, frame, cache=cache.ImageCache(tmp_path / "cache", IMG_SIZE), **kwargs)
-    raw = evaluation.predict_frame(net, frame, **kwargs)
+    images = cache.ImageCache(tmp_path / "cache", IMG_SIZE)
+    cached = ensemble_prediction.predict_frame(net, frame, cache=images, **kwargs)
+    raw = ensemble_prediction.predict_frame(net, frame, **kwargs)
     assert cached.shape == (len(frame), 7)
     assert np.allclose(cached, raw, atol=1e-5, rtol=0)
     assert cached.std(axis=0).max() > 1e-4  # a real check: predictions vary between images

@@ -41,3 +41,23 @@ def test_code_version_covers_the_package_source(tmp_path, monkeypatch):
     fake_module.write_text("# an edited package\n")
     monkeypatch.setattr(checkpoint, "__file__", str(fake_module))
     assert checkpoint.code_version() != before
+
+
+def test_code_version_covers_every_package_file_but_bytecode(tmp_path, monkeypatch):
+    package = tmp_path / "pkg"
+    (package / "sub").mkdir(parents=True)
+    (package / "__pycache__").mkdir()
+    (package / "checkpoint.py").write_text("# the module\n")
+    (package / "sub" / "helper.py").write_text("x = 1\n")
+    (package / "classes.json").write_text("[]\n")
+    monkeypatch.setattr(checkpoint, "__file__", str(package / "checkpoint.py"))
+    before = checkpoint.code_version()
+    (package / "__pycache__" / "checkpoint.cpython-311.pyc").write_bytes(b"\0")  # Python's own cache
+    assert checkpoint.code_version() == before
+    for edited in (package / "sub" / "helper.py", package / "classes.json"):  # a subpackage, a data file
+        original = edited.read_text()
+        edited.write_text(original + "# edited\n")
+        assert checkpoint.code_version() != before, edited.name
+        edited.write_text(original)
+    (package / "sub" / "helper.py").rename(package / "helper.py")  # moved: other code, same bytes
+    assert checkpoint.code_version() != before

@@ -12,7 +12,7 @@ import torch
 from moto.server import ThreadedMotoServer
 from pipeline_clone import make_clone, run
 
-from skinlesion.evaluation import predict_frame
+from skinlesion.ensemble_prediction import predict_frame
 from skinlesion.model import load_ensemble
 
 pytestmark = pytest.mark.slow
