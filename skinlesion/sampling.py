@@ -26,6 +26,20 @@ def sample_weights(labels: np.ndarray, n_classes: int, power: float = 1.0) -> np
     return weights / weights.sum()
 
 
+def undo_sampler_prior(probs: np.ndarray, train_counts: np.ndarray, power: float) -> np.ndarray:
+    """Probabilities as if the model had been trained on the data's own class frequencies.
+
+    The weighted sampler draws class c with probability proportional to count_c ** (1 - power), not
+    count_c, so the model learns that prior: rare classes look more common than they are, which
+    buys balanced accuracy and costs plain accuracy on a test set as imbalanced as the data. Bayes'
+    rule moves the prior back: p'(c) proportional to p(c) * count_c ** power (Saerens et al. 2002).
+    """
+    counts = np.asarray(train_counts, dtype=float)
+    shift = counts ** power  # a class never trained on stays at 0 (power 0: nothing changes)
+    adjusted = np.asarray(probs, dtype=float) * shift
+    return adjusted / adjusted.sum(axis=1, keepdims=True)
+
+
 def weighted_sampler(labels: np.ndarray, n_classes: int, power: float, seed: int) -> WeightedRandomSampler:
     weights = torch.as_tensor(sample_weights(labels, n_classes, power), dtype=torch.double)
     generator = torch.Generator().manual_seed(seed)

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from skinlesion import (atomic, bootstrap, calibration, cli, embedding, ensemble_prediction, isic, manifest, metrics,
-                        model, plots, splitting)
+                        model, plots, sampling, splitting)
 from skinlesion.cache import ImageCache
 from skinlesion.classes import CLASSES
 from skinlesion.params import load_params
@@ -33,6 +33,10 @@ def main(args) -> None:
     sets = {"internal": splits[splits["fold"] == splitting.TEST],
             "external": manifest.read("data/audit/external.csv")}  # leakage-audited
 
+    trained_on = splits[splits["fold"] != splitting.TEST]["dx"]
+    train_counts = np.array([(trained_on == dx).sum() for dx in CLASSES])
+    train_params = cards[0]["params"]["train"]
+    sampler_power = train_params["sampler_power"] if train_params["weighted_sampler"] else 0.0
     report = {"tta": params.evaluate.tta, "folds": [c["fold"] for c in cards],
               "temperatures": [c.get("temperature", 1.0) for c in cards]}
     reliability, eces, features = {}, {}, []
@@ -51,6 +55,7 @@ def main(args) -> None:
             pred_table, truth_table = isic.tables(frame, probs)
             probs = isic.probabilities(pred_table)  # the CSV's numbers: eval.json is the official scorer's on it
             report[name] = score(y_true, probs, raw, frame["lesion_id"], params)
+            report[name]["sampler_prior_undone"] = prior_undone(y_true, probs, train_counts, sampler_power)
             pred_table.to_csv(predictions / f"{name}.csv", index=False)
             truth_table.to_csv(predictions / f"{name}_truth.csv", index=False)
             reliability[name] = {"uncalibrated": calibration.reliability(raw, y_true),
@@ -93,6 +98,15 @@ def score(y_true, probs, raw_probs, lesion_ids, params) -> dict:
                 "calibrated": calibration.expected_calibration_error(probs, y_true)},
     }
     return {**headline, **scores}
+
+
+def prior_undone(y_true, probs, train_counts, sampler_power: float) -> dict:
+    """The second decision rule: argmax after undoing the weighted sampler's class prior
+    (sampling.undo_sampler_prior). The headline numbers above are plain argmax."""
+    decisions = sampling.undo_sampler_prior(probs, train_counts, sampler_power).argmax(axis=1)
+    return {"sampler_power": sampler_power,
+            "balanced_accuracy": metrics.balanced_accuracy(y_true, decisions),
+            "accuracy": float(np.mean(decisions == y_true))}
 
 
 def save_figure(fig, path: Path) -> None:

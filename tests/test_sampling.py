@@ -34,3 +34,17 @@ def test_sampler_draws_rare_class_about_as_often_as_common_one():
 def test_sampler_is_reproducible_from_its_seed():
     labels = np.array([0] * 20 + [1] * 5)
     assert list(weighted_sampler(labels, 2, 1.0, seed=3)) == list(weighted_sampler(labels, 2, 1.0, seed=3))
+
+
+def test_undoing_the_sampler_prior_restores_the_data_prior():
+    from skinlesion.sampling import undo_sampler_prior
+
+    counts = np.array([100, 25, 0])
+    flat = np.full((2, 3), 1 / 3)
+    # power 0: the sampler drew the data's own frequencies; nothing to undo.
+    assert np.allclose(undo_sampler_prior(flat, counts, 0.0), flat)
+    # power 1 (classes drawn equally): a model that is indifferent under the balanced prior is,
+    # under the data's prior, as likely as the classes are common: 100:25 -> 0.8/0.2.
+    assert np.allclose(undo_sampler_prior(flat, counts, 1.0)[0], [0.8, 0.2, 0.0])
+    # power 0.5: sqrt(100):sqrt(25) = 2:1 moves a 1:3 lean to the rare class to 2:3.
+    assert np.allclose(undo_sampler_prior(np.array([[0.25, 0.75, 0.0]]), counts, 0.5)[0], [0.4, 0.6, 0.0])
