@@ -30,9 +30,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from skinlesion import app, inference, model, uploads
+from skinlesion import model
+from skinlesion.serve import app, predictor, uploads
 from skinlesion.classes import CLASSES
-from skinlesion.demo_data import render_demo_image
+from skinlesion.acquire.demo_data import render_demo_image
 
 
 def arguments(argv=None):
@@ -127,12 +128,12 @@ def main(argv=None) -> dict:
         else:
             repo = tmp / "project"
             random_models(repo / "models", args.model, args.img_size, args.folds)
-        served = inference.load_served_model(repo=repo)
+        served = predictor.load_served_model(repo=repo)
         name = f"{len(served.cards)}-fold ensemble of {served.cards[0]['architecture']}"
         image = tmp / "upload.jpg"
         render_demo_image("mel", seed=0, image_size=(600, 450))[0].save(image, quality=92)
         # The app reads only files its Gradio server received; this upload counts as one.
-        handlers = app.Handlers(inference.Predictor(served), app.ReceivedFiles(tmp, [{str(image)}]))
+        handlers = app.Handlers(predictor.Predictor(served), app.ReceivedFiles(tmp, [{str(image)}]))
         upload = {"path": str(image)}
         size = served.img_size
 

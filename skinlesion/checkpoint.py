@@ -24,8 +24,9 @@ def code_version() -> str:
     """The package's source and the versions of torch and timm: a resumed run must run the same
     code as the run it continues, or its weights would match neither the old code nor the new."""
     digest = hashlib.sha256(f"torch {torch.__version__} timm {timm.__version__}".encode())
-    for source in sorted(Path(__file__).parent.glob("*.py")):
-        digest.update(source.name.encode() + source.read_bytes())
+    package = Path(__file__).parent
+    for source in sorted(package.rglob("*.py")):  # subpackages too
+        digest.update(source.relative_to(package).as_posix().encode() + source.read_bytes())
     return digest.hexdigest()
 
 

@@ -21,7 +21,8 @@ they were.
 import functools
 from pathlib import Path
 
-from skinlesion import archives, atomic, cli, dermamnist, demo_data, image_check, manifest, routes, sources
+from skinlesion import atomic, cli, manifest
+from skinlesion.acquire import archives, demo_data, dermamnist, image_check, routes, sources
 from skinlesion.errors import DataError
 from skinlesion.params import load_params
 

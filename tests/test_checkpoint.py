@@ -41,3 +41,13 @@ def test_code_version_covers_the_package_source(tmp_path, monkeypatch):
     fake_module.write_text("# an edited package\n")
     monkeypatch.setattr(checkpoint, "__file__", str(fake_module))
     assert checkpoint.code_version() != before
+
+
+def test_code_version_covers_subpackages(tmp_path, monkeypatch):
+    (tmp_path / "serve").mkdir()
+    (tmp_path / "checkpoint.py").write_text("# the package\n")
+    (tmp_path / "serve" / "app.py").write_text("# a subpackage module\n")
+    monkeypatch.setattr(checkpoint, "__file__", str(tmp_path / "checkpoint.py"))
+    before = checkpoint.code_version()
+    (tmp_path / "serve" / "app.py").write_text("# an edited subpackage module\n")
+    assert checkpoint.code_version() != before

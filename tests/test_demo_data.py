@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 
 from skinlesion.classes import CLASSES
-from skinlesion.demo_data import (
+from skinlesion.acquire.demo_data import (
     _ARTIFACTS,
     DOMAINS,
     LOCALIZATIONS,
@@ -150,7 +150,7 @@ def test_lesions_classes_and_views(ham):
 
 
 def test_class_balance_at_demo_scale():
-    from skinlesion.demo_data import HAM_LESION_SHARES, _apportion
+    from skinlesion.acquire.demo_data import HAM_LESION_SHARES, _apportion
 
     counts = _apportion(HAM_LESION_SHARES, 600)
     assert sum(counts.values()) == 600

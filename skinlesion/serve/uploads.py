@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-from .images import center_crop, resize_short_side
+from ..images import center_crop, resize_short_side
 
 # Raster formats a camera, a dermatoscope or an image editor writes. A whitelist, because Pillow
 # also opens formats that run external programs (EPS starts Ghostscript). JPEG covers the MPO files

@@ -26,11 +26,11 @@ import torch
 from pytorch_grad_cam.utils.image import scale_cam_image
 from torch import nn
 
-from . import tta as tta_views
-from .classes import CLASSES, display_name
-from .device import channels_last
-from .model import FoldEnsemble, load_ensemble
-from .transforms import to_chw_uint8
+from .. import tta as tta_views
+from ..classes import CLASSES, display_name
+from ..device import channels_last
+from ..model import FoldEnsemble, load_ensemble
+from ..transforms import to_chw_uint8
 
 MODELS_DIR = "models"
 EVAL_METRICS = "metrics/eval.json"
