@@ -18,10 +18,10 @@ from app_fixtures import IMG_SIZE, live_app, make_models
 from PIL import Image
 
 from skinlesion import explain, model, tta
-from skinlesion.serve import app, predictor, uploads
-from skinlesion.classes import CLASSES, display_name
 from skinlesion.acquire.demo_data import render_demo_image
+from skinlesion.classes import CLASSES, display_name
 from skinlesion.images import center_crop, load_rgb
+from skinlesion.serve import app, predictor, uploads
 from skinlesion.transforms import to_chw_uint8
 
 REPO = Path(__file__).resolve().parents[1]
@@ -302,6 +302,26 @@ def test_no_weights_exits_with_how_to_get_them(tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err
     assert "no trained weights" in err and "dvc repro" in err and "dvc pull" in err and "random" in err
 
+
+
+def test_weights_that_must_not_be_served_exit_with_one_message(tmp_path, monkeypatch, capsys):
+    """A model file with a NaN weight is refused at load (ModelFileError): the app says so in one
+    line and exits 2, without a traceback and without serving anything."""
+    from safetensors.torch import load_file, save_file
+
+    make_models(tmp_path / "models")
+    weights_path = tmp_path / "models" / "fold1.safetensors"
+    weights = load_file(str(weights_path))
+    name = next(k for k, v in weights.items() if v.is_floating_point())
+    weights[name].view(-1)[0] = float("nan")
+    save_file(weights, str(weights_path))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as info:
+        app.main([])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    assert "fold1.safetensors" in err and "NaN or infinite" in err and "Traceback" not in err
 
 def test_model_panel_shows_the_model_and_its_headline_metrics(served):
     panel = app.model_panel(served)

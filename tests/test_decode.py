@@ -17,7 +17,7 @@ from PIL import Image
 
 from skinlesion import images
 from skinlesion.acquire import image_check
-from skinlesion.errors import DataError
+from skinlesion.errors import DataError, UploadError
 from skinlesion.leakage import CROPS, image_signature
 from skinlesion.serve import uploads
 
@@ -78,7 +78,7 @@ def _outputs(path: str) -> dict[str, object]:
         try:
             out[name] = _digest(call())
         except DataError as e:
-            out[name] = type(e).__name__
+            out[name] = str(e).replace(path, "<path>")
     try:
         up = uploads.read_upload(path, SIZE)
         out["upload"] = (_digest(up.rgb), up.original_size, len(up.notes))
@@ -87,11 +87,12 @@ def _outputs(path: str) -> dict[str, object]:
     try:
         out["signature"] = _digest(*image_signature(path, CROPS))
     except DataError as e:
-        out["signature"] = type(e).__name__
+        out["signature"] = str(e).replace(path, "<path>")
     out["problem"] = image_check.problem(path)
     return out
 
 
+UNREADABLE = "cannot read image <path>: image file is truncated (78 bytes not processed); remove or replace the file"
 EXPECTED: dict[str, dict[str, object]] = {
     'cmyk.jpg': {
         'load_rgb': '77164de46c0b9358',
@@ -150,10 +151,10 @@ EXPECTED: dict[str, dict[str, object]] = {
         'upload': ('226750ee0ee962c0', (120, 90), 1),
     },
     'truncated.jpg': {
-        'load_rgb': 'DataError',
-        'load_rgb_64': 'DataError',
+        'load_rgb': UNREADABLE,
+        'load_rgb_64': UNREADABLE,
         'problem': 'OSError: image file is truncated (78 bytes not processed)',
-        'signature': 'DataError',
+        'signature': UNREADABLE,
         'upload': 'The image is corrupt or truncated (image',
     },
 }
@@ -162,3 +163,26 @@ EXPECTED: dict[str, dict[str, object]] = {
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_each_caller_decodes_as_before(fixtures, name):
     assert _outputs(fixtures[name]) == EXPECTED[name]
+
+
+def test_one_error_for_every_undecodable_file(tmp_path):
+    """Not an image, an empty file, a truncated one: each is an UnreadableImageError (a DataError)
+    naming the file, with Pillow's exception kept for callers that word it for someone else."""
+    text = tmp_path / "notes.jpg"
+    text.write_text("not an image")
+    with pytest.raises(images.UnreadableImageError, match="cannot read image .*notes.jpg.*remove or replace") as info:
+        images.decode(text)
+    assert isinstance(info.value, DataError) and isinstance(info.value.cause, Image.UnidentifiedImageError)
+    assert image_check.problem(str(text)).startswith("UnidentifiedImageError: ")
+
+
+def test_the_header_check_sees_the_file_first_and_its_error_passes_through(fixtures):
+    seen = []
+
+    def refuse(im):
+        seen.append((im.size, im.format))
+        raise UploadError("too big")
+
+    with pytest.raises(UploadError, match="too big"):
+        images.decode(fixtures["rgb.jpg"], inspect=refuse)
+    assert seen == [((600, 450), "JPEG")]

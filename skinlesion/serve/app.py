@@ -36,7 +36,8 @@ from PIL import Image
 from .. import atomic, explain
 from . import scratch, uploads
 from ..classes import CLASSES, display_name
-from .predictor import ModelNotFoundError, NonFiniteOutputError, Predictor, ServedModel, load_served_model
+from ..errors import ModelFileError, ModelNotFoundError, UploadError
+from .predictor import NonFiniteOutputError, Predictor, ServedModel, load_served_model
 
 DISCLAIMER = ("**Research software, not a medical device.** It is not validated for diagnosis or any "
               "clinical decision. Do not use it to decide about a real skin lesion: see a dermatologist.")
@@ -99,7 +100,7 @@ class Handlers:
         path = self.received.path_of(upload)
         try:
             image = uploads.read_upload(path, self.predictor.served.img_size)
-        except uploads.UploadError as e:
+        except UploadError as e:
             raise gr.Error(str(e), title="Cannot analyse this image", print_exception=False) from None
         except OSError:  # the upload left gradio's cache (delete_cache) since the check, a disk error...
             raise gr.Error(NOT_RECEIVED, title="Upload failed", print_exception=False) from None
@@ -308,7 +309,7 @@ def main(argv: list[str] | None = None) -> None:
     scratch.exit_cleanly_on_signals()
     try:
         served = load_served_model(args.rev)
-    except ModelNotFoundError as e:
+    except (ModelNotFoundError, ModelFileError) as e:  # no weights, or weights that must not be served
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     print(f"serving {served.revision}: {len(served.cards)} fold model(s), {served.img_size} px", flush=True)
