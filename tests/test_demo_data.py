@@ -355,7 +355,7 @@ def test_demo_data_is_identical_under_every_cpu_setting(tmp_path):
     assert not differing, (
         f"the demo data depends on the CPU's SIMD kernels: {differing} != default {digests['default']} "
         f"(settings: {settings}). A per-pixel operation is not exact: use only the operations listed "
-        "under 'CPU-independent maths' in skinlesion/demo_data.py (no power/exp/log/sin/cos ufuncs, dot, @, linalg)")
+        "under 'CPU-independent maths' in skinlesion/acquire/demo_data.py (no power/exp/log/sin/cos ufuncs, dot, @, linalg)")
 
 
 def test_demo_data_matches_the_pinned_digests(tmp_path):

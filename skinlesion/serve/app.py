@@ -11,7 +11,7 @@ every class, so switching the explained class or the opacity never reruns the mo
 
 Uploads are medical images from strangers. The app reads only files that its Gradio server
 received itself (whatever path a request names), writes everything it derives from them into one
-private folder that is removed when it stops (skinlesion.scratch), and says so when it serves
+private folder that is removed when it stops (serve.scratch), and says so when it serves
 more than this machine.
 """
 
