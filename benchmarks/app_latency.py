@@ -29,10 +29,10 @@ import common
 import numpy as np
 import torch
 
-from skinlesion import app, inference, uploads
+from skinlesion.acquire.demo_data import render_demo_image
 from skinlesion.classes import CLASSES
-from skinlesion.demo_data import render_demo_image
 from skinlesion.random_models import write_random_models
+from skinlesion.serve import app, predictor, uploads
 
 
 def arguments(argv=None):
@@ -117,12 +117,12 @@ def main(argv=None) -> dict:
             repo = tmp / "project"
             write_random_models(repo / "models", args.model, args.img_size, range(args.folds),
                                 data_source="random weights (benchmark)")
-        served = inference.load_served_model(repo=repo)
+        served = predictor.load_served_model(repo=repo)
         name = f"{len(served.cards)}-fold ensemble of {served.cards[0]['architecture']}"
         image = tmp / "upload.jpg"
         render_demo_image("mel", seed=0, image_size=(600, 450))[0].save(image, quality=92)
         # The app reads only files its Gradio server received; this upload counts as one.
-        handlers = app.Handlers(inference.Predictor(served), app.ReceivedFiles(tmp, [{str(image)}]))
+        handlers = app.Handlers(predictor.Predictor(served), app.ReceivedFiles(tmp, [{str(image)}]))
         upload = {"path": str(image)}
         size = served.img_size
 

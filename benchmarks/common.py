@@ -21,7 +21,8 @@ sys.path.insert(0, str(REPO))  # run from a checkout without installing
 
 import torch  # noqa: E402
 
-from skinlesion import cache, demo_data, manifest, sources  # noqa: E402
+from skinlesion import cache, manifest  # noqa: E402
+from skinlesion.acquire import demo_data, sources  # noqa: E402
 from skinlesion.params import AugmentParams, load_params  # noqa: E402
 
 

@@ -41,8 +41,8 @@ import common
 import torch
 import yaml
 
-from skinlesion import demo_data
-from skinlesion.sources import MASK_FOLDER as MASKS
+from skinlesion.acquire import demo_data
+from skinlesion.acquire.sources import MASK_FOLDER as MASKS
 
 REPO = Path(__file__).resolve().parents[1]
 STAGES = ("download", "audit", "split", "preprocess")

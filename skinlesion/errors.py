@@ -31,3 +31,12 @@ class ModelFileError(ValueError):
 class TrainingError(RuntimeError):
     """Training cannot go on (e.g. the loss is no longer finite); the message says what to change."""
 
+
+
+class ModelNotFoundError(FileNotFoundError):
+    """No weights where the app looked; the message says how to get them."""
+
+
+class UploadError(Exception):
+    """An upload the app cannot use; the message is written for the person who uploaded it. Not a
+    ValueError, so that images.decode passes it through from the header check it runs."""

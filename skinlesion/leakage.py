@@ -33,11 +33,11 @@ from pathlib import Path
 import imagehash
 import numpy as np
 import pandas as pd
-from PIL import Image, ImageOps
+from PIL import Image
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from .errors import DataError
+from .images import decode
 
 HASH_SIZE = 16  # 16x16 DCT bits = 256 bits = 4 uint64 words
 WORDS = HASH_SIZE * HASH_SIZE // 64
@@ -70,12 +70,8 @@ def _bits_to_words(h: imagehash.ImageHash) -> np.ndarray:
 
 def image_signature(path: str | Path, crops=CROPS[:1]) -> tuple[np.ndarray, np.ndarray]:
     """pHash words and thumbnails of the image and of each crop."""
-    try:
-        with Image.open(path) as im:
-            im.draft("RGB", (256, 256))  # libjpeg's scaled decode: the hash looks at 64x64 anyway
-            im = ImageOps.exif_transpose(im).convert("RGB")
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-        raise DataError(f"cannot read image {path}: {e}; remove or replace the file") from None
+    # libjpeg's scaled decode to at least 256x256: the hash looks at 64x64 anyway.
+    im = decode(path, draft=lambda w, h: (256, 256), convert=lambda im: im.convert("RGB"))
     w, h = im.size
     hashes = np.empty((len(crops), WORDS), np.uint64)
     thumbs = np.empty((len(crops), THUMB, THUMB, 3), np.uint8)

@@ -78,7 +78,7 @@ class DataParams(_Section):
     bad_images: Literal["fail", "skip"]
     dermamnist_path: Str  # a DermaMNIST npz, or a folder holding it; empty: the medmnist package downloads it
     dermamnist_size: Literal[28, 64, 128, 224]  # which file: dermamnist.npz (28) or dermamnist_<size>.npz
-    # What one zip may unpack to (skinlesion/archives.py, Limits): per member, in all, and the ratio
+    # What one zip may unpack to (skinlesion/acquire/archives.py, Limits): per member, in all, and the ratio
     # unpacked/packed of members of 1 MiB or more (JPEGs are ~1, CSVs ~10, a zip bomb's zeros ~1000).
     max_member_bytes: Annotated[Int, Field(ge=2**20, le=2**40)]
     max_archive_bytes: Annotated[Int, Field(ge=2**20, le=2**44)]

@@ -4,10 +4,10 @@
 
 data.source=demo generates a synthetic HAM10000 in the Kaggle layout under data/raw/ham10000;
 data.source=ham10000 tries, in order: the local copy in data.ham10000_dir (extracted or zipped),
-Harvard Dataverse, the Kaggle API (see skinlesion/routes.py); data.source=dermamnist reads
-data.dermamnist_path or uses the medmnist package (see skinlesion/dermamnist.py).
+Harvard Dataverse, the Kaggle API (see skinlesion/acquire/routes.py); data.source=dermamnist reads
+data.dermamnist_path or uses the medmnist package (see skinlesion/acquire/dermamnist.py).
 data.external: demo | unified | none, where unified reads data.external_dir or uses the Kaggle API.
-Zips unpack within data.max_* (skinlesion/archives.py). Every image is decoded once
+Zips unpack within data.max_* (skinlesion/acquire/archives.py). Every image is decoded once
 (data.bad_images: fail | skip). Outputs: data/raw/{ham10000,external},
 data/manifests/{ham10000,external}.csv, data/manifests/official_split.csv (the source's own split:
 DermaMNIST's; empty for the others), metrics/download.json.
@@ -21,7 +21,8 @@ they were.
 import functools
 from pathlib import Path
 
-from skinlesion import archives, atomic, cli, dermamnist, demo_data, image_check, manifest, routes, sources
+from skinlesion import atomic, cli, manifest
+from skinlesion.acquire import archives, demo_data, dermamnist, image_check, routes, sources
 from skinlesion.errors import DataError
 from skinlesion.params import load_params
 

@@ -30,9 +30,9 @@ def free_port() -> int:
 @contextlib.contextmanager
 def live_app(models_dir: Path, examples_dir: Path, auth: tuple[str, str] | None = None) -> Iterator[str]:
     """The app on 127.0.0.1 at a free port; yields its URL, closes it afterwards."""
-    from skinlesion import app, inference
+    from skinlesion.serve import app, predictor
 
-    demo = app.build_app(inference.load_served_model(repo=models_dir.parent), examples_dir)
+    demo = app.build_app(predictor.load_served_model(repo=models_dir.parent), examples_dir)
     app.launch(demo, host="127.0.0.1", port=free_port(), share=False, block=False, auth=auth)
     try:
         yield demo.local_url

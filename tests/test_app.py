@@ -17,10 +17,11 @@ import torch
 from app_fixtures import IMG_SIZE, live_app, make_models
 from PIL import Image
 
-from skinlesion import app, explain, inference, model, tta, uploads
+from skinlesion import explain, model, tta
+from skinlesion.acquire.demo_data import render_demo_image
 from skinlesion.classes import CLASSES, display_name
-from skinlesion.demo_data import render_demo_image
 from skinlesion.images import center_crop, load_rgb
+from skinlesion.serve import app, predictor, uploads
 from skinlesion.transforms import to_chw_uint8
 
 REPO = Path(__file__).resolve().parents[1]
@@ -41,7 +42,7 @@ def repo(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def served(repo):
-    return inference.load_served_model(repo=repo)
+    return predictor.load_served_model(repo=repo)
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +58,7 @@ def received_files(tmp_path_factory) -> app.ReceivedFiles:
 
 @pytest.fixture(scope="module")
 def handlers(served, tmp_path_factory):
-    return app.Handlers(inference.Predictor(served), received_files(tmp_path_factory),
+    return app.Handlers(predictor.Predictor(served), received_files(tmp_path_factory),
                         tmp_path_factory.mktemp("overlays"))
 
 
@@ -241,7 +242,7 @@ def test_output_is_the_top_three_full_names_and_the_cam_of_the_top_class(handler
 def test_cam_matches_the_grad_cam_package(served, reference, lesion_jpg):
     """One forward pass gives what explain.gradcam (pytorch_grad_cam's GradCAM) computes."""
     rgb = uploads.read_upload(lesion_jpg, IMG_SIZE).rgb
-    prediction = inference.Predictor(served).predict(rgb, tta=False)
+    prediction = predictor.Predictor(served).predict(rgb, tta=False)
     for k in (prediction.top_class, (prediction.top_class + 3) % len(CLASSES)):
         expected = explain.gradcam(reference, to_chw_uint8(rgb)[None], [k])[0]
         np.testing.assert_allclose(prediction.cams[k], expected, atol=1e-4)
@@ -251,11 +252,11 @@ def test_cam_matches_the_grad_cam_package(served, reference, lesion_jpg):
 @pytest.mark.parametrize("use_tta", [False, True])
 def test_probabilities_are_evaluations(served, reference, lesion_jpg, use_tta):
     rgb = uploads.read_upload(lesion_jpg, IMG_SIZE).rgb
-    predictor = inference.Predictor(served)
+    served_model = predictor.Predictor(served)
     with torch.no_grad():
         expected = tta.predict_proba(reference, to_chw_uint8(rgb)[None], "flips" if use_tta else "none")[0].numpy()
-    np.testing.assert_allclose(predictor.predict(rgb, tta=use_tta).probs, expected, atol=1e-6)
-    np.testing.assert_allclose(predictor.predict(rgb, tta=use_tta, cam=False).probs, expected, atol=1e-6)
+    np.testing.assert_allclose(served_model.predict(rgb, tta=use_tta).probs, expected, atol=1e-6)
+    np.testing.assert_allclose(served_model.predict(rgb, tta=use_tta, cam=False).probs, expected, atol=1e-6)
 
 
 def test_tta_cam_is_the_views_maps_flipped_back_and_averaged(served):
@@ -265,17 +266,17 @@ def test_tta_cam_is_the_views_maps_flipped_back_and_averaged(served):
 
     rgb = np.full((IMG_SIZE, IMG_SIZE, 3), 200, np.uint8)
     rgb[4:28, 6:30] = (60, 30, 20)  # a lesion off-centre, so that a missed flip shows
-    predictor = inference.Predictor(served)
-    plain = predictor.predict(rgb, tta=False).cams
-    hflip = predictor.predict(np.ascontiguousarray(rgb[:, ::-1]), tta=False).cams[:, :, ::-1]
-    vflip = predictor.predict(np.ascontiguousarray(rgb[::-1]), tta=False).cams[:, ::-1, :]
+    served_model = predictor.Predictor(served)
+    plain = served_model.predict(rgb, tta=False).cams
+    hflip = served_model.predict(np.ascontiguousarray(rgb[:, ::-1]), tta=False).cams[:, :, ::-1]
+    vflip = served_model.predict(np.ascontiguousarray(rgb[::-1]), tta=False).cams[:, ::-1, :]
     expected = scale_cam_image((plain + hflip + vflip) / 3)
-    np.testing.assert_allclose(predictor.predict(rgb, tta=True).cams, expected, atol=1e-4)
+    np.testing.assert_allclose(served_model.predict(rgb, tta=True).cams, expected, atol=1e-4)
 
 
 def test_one_forward_pass_per_request_and_none_to_change_the_class_or_opacity(served, lesion_jpg, tmp_path,
                                                                               tmp_path_factory):
-    handlers = app.Handlers(inference.Predictor(served), received_files(tmp_path_factory), tmp_path)
+    handlers = app.Handlers(predictor.Predictor(served), received_files(tmp_path_factory), tmp_path)
     calls = []
     hook = served.ensemble.register_forward_hook(lambda *a: calls.append(1))
     try:
@@ -302,6 +303,26 @@ def test_no_weights_exits_with_how_to_get_them(tmp_path, monkeypatch, capsys):
     assert "no trained weights" in err and "dvc repro" in err and "dvc pull" in err and "random" in err
 
 
+
+def test_weights_that_must_not_be_served_exit_with_one_message(tmp_path, monkeypatch, capsys):
+    """A model file with a NaN weight is refused at load (ModelFileError): the app says so in one
+    line and exits 2, without a traceback and without serving anything."""
+    from safetensors.torch import load_file, save_file
+
+    make_models(tmp_path / "models")
+    weights_path = tmp_path / "models" / "fold1.safetensors"
+    weights = load_file(str(weights_path))
+    name = next(k for k, v in weights.items() if v.is_floating_point())
+    weights[name].view(-1)[0] = float("nan")
+    save_file(weights, str(weights_path))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as info:
+        app.main([])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    assert "fold1.safetensors" in err and "NaN or infinite" in err and "Traceback" not in err
+
 def test_model_panel_shows_the_model_and_its_headline_metrics(served):
     panel = app.model_panel(served)
     for text in ("efficientnet_b0", "64 px", "2 fold model(s)", "demo", "synthetic",
@@ -315,7 +336,7 @@ def test_model_panel_shows_the_model_and_its_headline_metrics(served):
 
 def test_model_panel_says_calibrated_when_the_cards_hold_a_temperature(tmp_path):
     make_models(tmp_path / "models", temperature=1.5)
-    panel = app.model_panel(inference.load_served_model(repo=tmp_path))
+    panel = app.model_panel(predictor.load_served_model(repo=tmp_path))
     assert "temperature scaling (T = 1.5, 1.5)" in panel
     assert "none recorded" in panel  # no metrics/eval.json here
 
@@ -323,7 +344,7 @@ def test_model_panel_says_calibrated_when_the_cards_hold_a_temperature(tmp_path)
 def test_predictions_use_the_cards_temperature(tmp_path, lesion_jpg):
     """A card's fitted temperature scales the served probabilities (a huge one flattens them)."""
     make_models(tmp_path / "models", temperature=1e4)
-    flat = inference.Predictor(inference.load_served_model(repo=tmp_path))
+    flat = predictor.Predictor(predictor.load_served_model(repo=tmp_path))
     rgb = uploads.read_upload(lesion_jpg, IMG_SIZE).rgb
     np.testing.assert_allclose(flat.predict(rgb, tta=False).probs, np.full(len(CLASSES), 1 / len(CLASSES)),
                                atol=1e-3)
@@ -365,20 +386,20 @@ def test_rev_loads_the_weights_of_a_commit_or_an_experiment_through_dvc(tmp_path
     dvc(root, "add", "-q", "models")
     dvc(root, "exp", "save", "-q", "-n", "model-b")
 
-    workspace = inference.load_served_model(repo=root)
-    at_head = inference.load_served_model("HEAD", repo=root)
-    in_exp = inference.load_served_model("model-b", repo=root)
+    workspace = predictor.load_served_model(repo=root)
+    at_head = predictor.load_served_model("HEAD", repo=root)
+    in_exp = predictor.load_served_model("model-b", repo=root)
     assert not torch.equal(first_weight(at_head), first_weight(workspace))
     assert torch.equal(first_weight(in_exp), first_weight(workspace))
     assert at_head.revision.startswith("HEAD (commit ") and in_exp.revision.startswith("model-b (commit ")
 
-    with pytest.raises(inference.ModelNotFoundError, match="dvc repro.*dvc pull"):
-        inference.load_served_model("HEAD~1", repo=root)  # a commit without models/
-    with pytest.raises(inference.ModelNotFoundError, match="cannot resolve revision 'no-such-exp'"):
-        inference.load_served_model("no-such-exp", repo=root)
+    with pytest.raises(predictor.ModelNotFoundError, match="dvc repro.*dvc pull"):
+        predictor.load_served_model("HEAD~1", repo=root)  # a commit without models/
+    with pytest.raises(predictor.ModelNotFoundError, match="cannot resolve revision 'no-such-exp'"):
+        predictor.load_served_model("no-such-exp", repo=root)
     shutil.rmtree(root / ".dvc" / "cache")
-    with pytest.raises(inference.ModelNotFoundError, match="dvc pull"):
-        inference.load_served_model("HEAD", repo=root)  # tracked, but in no cache and no remote
+    with pytest.raises(predictor.ModelNotFoundError, match="dvc pull"):
+        predictor.load_served_model("HEAD", repo=root)  # tracked, but in no cache and no remote
 
 
 # --- the live server --------------------------------------------------------------------------

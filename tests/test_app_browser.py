@@ -12,7 +12,7 @@ from app_fixtures import live_app, make_models
 from PIL import Image
 
 from skinlesion.classes import CLASSES, display_name
-from skinlesion.demo_data import render_demo_image
+from skinlesion.acquire.demo_data import render_demo_image
 
 CHROMIUM = "/usr/bin/chromium"
 

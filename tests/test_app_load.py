@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from app_fixtures import live_app, make_models
 
-from skinlesion.demo_data import render_demo_image
+from skinlesion.acquire.demo_data import render_demo_image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from app_latency import concurrent_ms  # noqa: E402

@@ -19,8 +19,8 @@ from app_fixtures import free_port, live_app, make_models
 from gradio.utils import get_upload_folder
 from PIL import Image
 
-from skinlesion import app, inference, scratch
-from skinlesion.demo_data import render_demo_image
+from skinlesion.serve import app, predictor, scratch
+from skinlesion.acquire.demo_data import render_demo_image
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -162,7 +162,7 @@ def test_no_upload_copy_survives_app_exit(models, tmp_path):
     env = {**os.environ, "TMPDIR": str(temp), "GRADIO_ANALYTICS_ENABLED": "False",
            "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
     env.pop("GRADIO_TEMP_DIR", None)
-    process = subprocess.Popen([sys.executable, "-m", "skinlesion.app", "--port", str(port)], cwd=models.parent,
+    process = subprocess.Popen([sys.executable, "-m", "skinlesion.serve", "--port", str(port)], cwd=models.parent,
                                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         url = f"http://127.0.0.1:{port}/"
@@ -186,7 +186,7 @@ def test_no_upload_copy_survives_app_exit(models, tmp_path):
 
 SCRATCH_OWNER = """
 import sys, time
-from skinlesion import scratch
+from skinlesion.serve import scratch
 scratch.exit_cleanly_on_signals()
 print(scratch.folder(), flush=True)
 (scratch.folder() / "gradio").mkdir()
@@ -221,7 +221,7 @@ def test_nohup_keeps_the_app_running_on_sighup(tmp_path):
     """A signal ignored by whoever started the app (nohup: SIGHUP) stays ignored."""
     process = subprocess.Popen([sys.executable, "-c", "import signal, time\n"
                                 "signal.signal(signal.SIGHUP, signal.SIG_IGN)\n"
-                                "from skinlesion import scratch\n"
+                                "from skinlesion.serve import scratch\n"
                                 "scratch.exit_cleanly_on_signals()\nprint('ready', flush=True)\ntime.sleep(60)"],
                                stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
     try:
@@ -310,19 +310,19 @@ def test_rev_naming_a_file_is_one_message(fresh_clone, monkeypatch, capsys, rev)
 def test_nan_model_is_never_ranked(models, tmp_path):
     """Weights that turn NaN after loading (the loader refuses NaN files; this is the app's own
     guard): no probabilities, no label, one message."""
-    served = inference.load_served_model(repo=models.parent)
+    served = predictor.load_served_model(repo=models.parent)
     for member in served.ensemble.members:
         member.backbone.get_classifier().weight.data.fill_(float("nan"))
     lesion = tmp_path / "lesion.png"
     render_demo_image("mel", seed=1)[0].save(lesion)
-    handlers = app.Handlers(inference.Predictor(served), app.ReceivedFiles(tmp_path, [{str(lesion)}]), tmp_path / "o")
+    handlers = app.Handlers(predictor.Predictor(served), app.ReceivedFiles(tmp_path, [{str(lesion)}]), tmp_path / "o")
     for tta in (False, True):
         with pytest.raises(gr.Error) as info:
             handlers.analyse({"path": str(lesion)}, tta, 0.5)
         assert "invalid probabilities (not a number)" in info.value.message and "retrain" in info.value.message
     rgb = np.asarray(Image.open(lesion).convert("RGB").resize((64, 64)))
     for cam in (False, True):
-        with pytest.raises(inference.NonFiniteOutputError):
+        with pytest.raises(predictor.NonFiniteOutputError):
             handlers.predictor.predict(rgb, tta=False, cam=cam)
 
 
@@ -332,7 +332,7 @@ def test_nan_model_is_never_ranked(models, tmp_path):
 def fake_launch(models, monkeypatch):
     """main() up to the launch, with the model loaded and the launch recorded instead of run."""
     launched = []
-    monkeypatch.setattr(app, "load_served_model", lambda rev: inference.load_served_model(repo=models.parent))
+    monkeypatch.setattr(app, "load_served_model", lambda rev: predictor.load_served_model(repo=models.parent))
     monkeypatch.setattr(app, "build_app", lambda served: "demo")
     monkeypatch.setattr(app, "launch", lambda demo, **kwargs: launched.append(kwargs))
     return launched

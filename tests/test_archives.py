@@ -4,7 +4,7 @@ import zipfile
 
 import pytest
 
-from skinlesion.archives import extract
+from skinlesion.acquire.archives import extract
 from skinlesion.errors import DataError
 
 

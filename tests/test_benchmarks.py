@@ -68,7 +68,7 @@ def test_inference_reports_latency_percentiles_and_the_tta_cost(capsys):
 def test_ham10000_plan_has_the_real_metadata_counts_at_full_scale_and_its_shape_when_smaller():
     from collections import Counter
 
-    from skinlesion import demo_data
+    from skinlesion.acquire import demo_data
 
     plan = demo_data.ham10000_plan()
     images, lesions = Counter(), Counter(dx for dx, _ in plan)

@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 
 from skinlesion.classes import CLASSES
-from skinlesion.demo_data import (
+from skinlesion.acquire.demo_data import (
     _ARTIFACTS,
     DOMAINS,
     LOCALIZATIONS,
@@ -150,7 +150,7 @@ def test_lesions_classes_and_views(ham):
 
 
 def test_class_balance_at_demo_scale():
-    from skinlesion.demo_data import HAM_LESION_SHARES, _apportion
+    from skinlesion.acquire.demo_data import HAM_LESION_SHARES, _apportion
 
     counts = _apportion(HAM_LESION_SHARES, 600)
     assert sum(counts.values()) == 600
@@ -355,7 +355,7 @@ def test_demo_data_is_identical_under_every_cpu_setting(tmp_path):
     assert not differing, (
         f"the demo data depends on the CPU's SIMD kernels: {differing} != default {digests['default']} "
         f"(settings: {settings}). A per-pixel operation is not exact: use only the operations listed "
-        "under 'CPU-independent maths' in skinlesion/demo_data.py (no power/exp/log/sin/cos ufuncs, dot, @, linalg)")
+        "under 'CPU-independent maths' in skinlesion/acquire/demo_data.py (no power/exp/log/sin/cos ufuncs, dot, @, linalg)")
 
 
 def test_demo_data_matches_the_pinned_digests(tmp_path):

@@ -13,7 +13,8 @@ import pytest
 import yaml
 from PIL import Image
 
-from skinlesion import dermamnist, splitting
+from skinlesion import splitting
+from skinlesion.acquire import dermamnist
 from skinlesion.classes import CLASSES, ISIC_COLUMNS
 from skinlesion.manifest import COLUMNS, DataError
 from skinlesion.params import ParamsError, load_params

@@ -17,9 +17,10 @@ import pytest
 from test_sources import ROWS, jpg, kaggle
 from committed_params import committed_params, write_params
 
-from skinlesion import archives, atomic, dataverse, fetch, routes
+from skinlesion import atomic
+from skinlesion.acquire import archives, dataverse, fetch, routes
 from skinlesion.manifest import DataError
-from skinlesion.sources import read_ham10000
+from skinlesion.acquire.sources import read_ham10000
 
 REPO = Path(__file__).parents[1]
 ZEROS = 64 * 2**20  # deflates to ~64 KB: a compression ratio of ~1000

@@ -12,7 +12,7 @@ import pytest
 import requests
 from PIL import Image
 
-from skinlesion import dataverse, fetch, routes
+from skinlesion.acquire import dataverse, fetch, routes
 from skinlesion.errors import DataError
 
 CLASSES = ["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"]

@@ -8,7 +8,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from skinlesion import demo_data, leakage, sources
+from skinlesion import leakage
+from skinlesion.acquire import demo_data, sources
 
 MAX_BITS, MAX_COLOUR = 48, 6.5  # the committed params.yaml values
 

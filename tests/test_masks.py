@@ -11,7 +11,7 @@ import pytest
 from committed_params import committed_params
 from test_fetch import CLASSES, FakeDataverse, dataverse_files, jpeg_bytes, mask_png, masks_zip_bytes
 
-from skinlesion import dataverse, fetch, routes
+from skinlesion.acquire import dataverse, fetch, routes
 
 MASK_FOLDER = "HAM10000_segmentations_lesion_tschandl"
 IMAGE_IDS = [f"ISIC_{24306 + k:07d}" for k in range(len(CLASSES))]

@@ -6,11 +6,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from skinlesion import atomic, dataverse, fetch, image_check, routes
+from skinlesion import atomic
+from skinlesion.acquire import dataverse, fetch, image_check, routes
 from skinlesion.errors import DataError
 from skinlesion.manifest import COLUMNS
-from skinlesion.sources import read_ham10000 as read_kaggle_ham10000
-from skinlesion.sources import read_unified
+from skinlesion.acquire.sources import read_ham10000 as read_kaggle_ham10000
+from skinlesion.acquire.sources import read_unified
 
 HEADER = "lesion_id,image_id,dx,dx_type,age,sex,localization\n"
 ROWS = ["HAM_0000001,ISIC_0024306,nv,follow_up,45.0,male,back",

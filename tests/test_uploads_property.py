@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from skinlesion import uploads
+from skinlesion.serve import uploads
 
 SIZE = 64
 EXAMPLES = 500  # about 2 s on one core; a run of 6000 found no failure either

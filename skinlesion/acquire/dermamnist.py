@@ -28,9 +28,9 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from . import atomic
-from .classes import CLASSES
-from .manifest import COLUMNS, DataError, validate
+from .. import atomic
+from ..classes import CLASSES
+from ..manifest import COLUMNS, DataError, validate
 
 Log = Callable[[str], None]
 

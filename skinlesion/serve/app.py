@@ -1,9 +1,9 @@
 """The demo app: upload a dermoscopic image, get the top-3 diagnoses and where the model looked.
 
-    python -m skinlesion.app                      # the workspace's models/, http://127.0.0.1:7860
-    python -m skinlesion.app --rev HEAD~1         # the weights DVC tracked at a commit
-    python -m skinlesion.app --rev my-experiment  # ... or in a DVC experiment
-    python -m skinlesion.app --host 0.0.0.0 --port 8080 --auth alice:LongPassphrase
+    python -m skinlesion.serve                      # the workspace's models/, http://127.0.0.1:7860
+    python -m skinlesion.serve --rev HEAD~1         # the weights DVC tracked at a commit
+    python -m skinlesion.serve --rev my-experiment  # ... or in a DVC experiment
+    python -m skinlesion.serve --host 0.0.0.0 --port 8080 --auth alice:LongPassphrase
 
 It serves exactly the tracked model and exits with a message when there is none: never random
 weights. One request runs one forward pass, which yields the probabilities and the Grad-CAM of
@@ -11,7 +11,7 @@ every class, so switching the explained class or the opacity never reruns the mo
 
 Uploads are medical images from strangers. The app reads only files that its Gradio server
 received itself (whatever path a request names), writes everything it derives from them into one
-private folder that is removed when it stops (skinlesion.scratch), and says so when it serves
+private folder that is removed when it stops (serve.scratch), and says so when it serves
 more than this machine.
 """
 
@@ -33,9 +33,11 @@ import gradio as gr
 import numpy as np
 from PIL import Image
 
-from . import atomic, explain, scratch, uploads
-from .classes import CLASSES, display_name
-from .inference import ModelNotFoundError, NonFiniteOutputError, Predictor, ServedModel, load_served_model
+from .. import atomic, explain
+from . import scratch, uploads
+from ..classes import CLASSES, display_name
+from ..errors import ModelFileError, ModelNotFoundError, UploadError
+from .predictor import NonFiniteOutputError, Predictor, ServedModel, load_served_model
 
 DISCLAIMER = ("**Research software, not a medical device.** It is not validated for diagnosis or any "
               "clinical decision. Do not use it to decide about a real skin lesion: see a dermatologist.")
@@ -98,7 +100,7 @@ class Handlers:
         path = self.received.path_of(upload)
         try:
             image = uploads.read_upload(path, self.predictor.served.img_size)
-        except uploads.UploadError as e:
+        except UploadError as e:
             raise gr.Error(str(e), title="Cannot analyse this image", print_exception=False) from None
         except OSError:  # the upload left gradio's cache (delete_cache) since the check, a disk error...
             raise gr.Error(NOT_RECEIVED, title="Upload failed", print_exception=False) from None
@@ -184,7 +186,7 @@ def model_panel(served: ServedModel) -> str:
 def write_examples(folder: Path) -> list[Path]:
     """Synthetic demo images, one per listed class, rendered at startup (never real patients'
     images, and nothing binary in the repository); the same seed gives the same images."""
-    from .demo_data import render_demo_image
+    from ..acquire.demo_data import render_demo_image
 
     Path(folder).mkdir(parents=True, exist_ok=True)
     paths = []
@@ -286,7 +288,7 @@ def credentials(text: str) -> tuple[str, str]:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m skinlesion.app", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m skinlesion.serve", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rev", default=None,
                         help="a git revision or DVC experiment name; its models/ are fetched with dvc.api "
@@ -307,7 +309,7 @@ def main(argv: list[str] | None = None) -> None:
     scratch.exit_cleanly_on_signals()
     try:
         served = load_served_model(args.rev)
-    except ModelNotFoundError as e:
+    except (ModelNotFoundError, ModelFileError) as e:  # no weights, or weights that must not be served
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     print(f"serving {served.revision}: {len(served.cards)} fold model(s), {served.img_size} px", flush=True)
@@ -315,6 +317,3 @@ def main(argv: list[str] | None = None) -> None:
         print(warning, file=sys.stderr, flush=True)
     launch(build_app(served), host=args.host, port=args.port, share=args.share, auth=args.auth)
 
-
-if __name__ == "__main__":
-    main()

@@ -11,18 +11,20 @@ from __future__ import annotations
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
-from PIL import Image
+from ..images import UnreadableImageError, decode
 
 
 def problem(path: str) -> str | None:
     """Why the image cannot be used, or None when it decodes."""
     try:
-        with Image.open(path) as im:
-            im.draft("RGB", (max(1, im.size[0] // 8), max(1, im.size[1] // 8)))
-            im.load()
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-        return f"{type(e).__name__}: {e}"
+        decode(path, draft=_one_eighth, upright=False, convert=lambda im: im.load())
+    except UnreadableImageError as e:
+        return f"{type(e.cause).__name__}: {e.cause}"
     return None
+
+
+def _one_eighth(w: int, h: int) -> tuple[int, int]:
+    return max(1, w // 8), max(1, h // 8)
 
 
 def bad_images(paths: Sequence[str], threads: int = 4) -> list[tuple[str, str]]:

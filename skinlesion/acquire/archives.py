@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from .errors import DataError
+from ..errors import DataError
 
 CHUNK = 1 << 20
 # The ratio of a small member says nothing about danger (a short CSV of repeated values deflates

@@ -58,7 +58,7 @@ from statistics import NormalDist
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from skinlesion.classes import CLASSES
+from ..classes import CLASSES
 
 # --------------------------------------------------------------------------------------------
 # Dataset-level tables

@@ -5,7 +5,7 @@ be anything: a PDF, half a JPEG, a 16-bit TIFF, a PNG with transparency, a phone
 side, a 20-pixel thumbnail or a decompression bomb. Every such case ends here either in the same
 RGB crop that evaluation would compute, or in an UploadError whose message says what is wrong and
 what to do. The geometry is evaluation's: the shorter side resized to the model's input size
-(libjpeg draft mode for JPEGs, as in images.load_rgb), then the centre crop.
+(images.decode with load_rgb's draft size), then the centre crop.
 
 This module is the app's and is not a dependency of any pipeline stage, so changing it never
 reruns training.
@@ -19,9 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 
-from .images import center_crop, resize_short_side
+from ..errors import UploadError
+from ..images import UnreadableImageError, center_crop, decode, draft_for_short_side, resize_short_side
 
 # Raster formats a camera, a dermatoscope or an image editor writes. A whitelist, because Pillow
 # also opens formats that run external programs (EPS starts Ghostscript). JPEG covers the MPO files
@@ -30,10 +31,6 @@ FORMATS: tuple[str, ...] = ("JPEG", "PNG", "TIFF", "BMP", "WEBP", "GIF")
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024  # a 30-megapixel dermoscopic JPEG is ~10 MB
 MAX_PIXELS = 50_000_000  # the largest image in the unified external set is 6688x4479 = 30 MP
 MIN_SIDE = 32  # below this there is no lesion left to see, whatever the model's input size
-
-
-class UploadError(ValueError):
-    """The upload cannot be used; the message is written for the person who uploaded it."""
 
 
 @dataclass
@@ -54,45 +51,31 @@ def read_upload(path: str | Path, size: int, *, max_bytes: int = MAX_UPLOAD_BYTE
         raise UploadError(f"The file is {n_bytes / 2**20:.1f} MB; the limit is {max_bytes / 2**20:.0f} MB. "
                           "Upload a smaller export (a JPEG of a few megapixels is plenty).")
     notes: list[str] = []
+    header: dict[str, tuple[int, int]] = {}
+
+    def check(im: Image.Image) -> None:
+        w, h = im.size
+        if w * h > max_pixels:
+            raise UploadError(
+                f"The image is {w}x{h} pixels ({w * h / 1e6:.0f} megapixels); the limit is "
+                f"{max_pixels / 1e6:.0f} megapixels, a guard against decompression bombs. "
+                "Downscale it and upload it again.")
+        # Only after the size check: reading a PNG's EXIF decodes the pixels. The size as a
+        # person sees it: EXIF orientations 5 to 8 are quarter turns.
+        header["upright"] = (h, w) if im.getexif().get(0x0112, 1) in (5, 6, 7, 8) else (w, h)
+        if getattr(im, "n_frames", 1) > 1:
+            notes.append("The file holds several frames; the first one was used.")
+
     try:
         with warnings.catch_warnings():
-            # Pillow only warns between its own limit and twice it; ours is checked below.
+            # Pillow only warns between its own limit and twice it; ours is checked above.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path, formats=FORMATS) as im:
-                w, h = im.size
-                if w * h > max_pixels:
-                    raise UploadError(
-                        f"The image is {w}x{h} pixels ({w * h / 1e6:.0f} megapixels); the limit is "
-                        f"{max_pixels / 1e6:.0f} megapixels, a guard against decompression bombs. "
-                        "Downscale it and upload it again.")
-                # Only after the size check: reading a PNG's EXIF decodes the pixels. The size as a
-                # person sees it: EXIF orientations 5 to 8 are quarter turns.
-                upright = (h, w) if im.getexif().get(0x0112, 1) in (5, 6, 7, 8) else (w, h)
-                if getattr(im, "n_frames", 1) > 1:
-                    notes.append("The file holds several frames; the first one was used.")
-                if im.format == "JPEG" and im.mode in ("RGB", "L", "CMYK"):
-                    # As images.load_rgb: let libjpeg decode at 1/2..1/8 scale when that covers the
-                    # target, so a JPEG gives the pixels that evaluation saw.
-                    scale = size / min(w, h)
-                    im.draft(im.mode, (max(1, round(w * scale)), max(1, round(h * scale))))
-                im = ImageOps.exif_transpose(im)
-                rgb = _to_rgb_uint8(im, notes)
-    except UploadError:
-        raise
-    except Image.DecompressionBombError:
-        raise UploadError(f"The image has too many pixels; the limit is {max_pixels / 1e6:.0f} megapixels, "
-                          "a guard against decompression bombs. Downscale it and upload it again.") from None
-    except Image.UnidentifiedImageError:
-        if _has_image_signature(path):
-            raise UploadError("The image is corrupt: it starts like an image file but cannot be decoded. "
-                              "Upload the complete file again, or export it anew.") from None
-        raise UploadError("This file is not an image that can be read. Upload a JPEG, PNG, TIFF, BMP, WebP "
-                          "or GIF photo of the lesion (HEIC photos: export them as JPEG first).") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as e:
-        raise UploadError(f"The image is corrupt or truncated ({e}). Upload the complete file again, "
-                          "or export it anew from the camera or viewer.") from None
-
-    original_size = upright
+            # The draft size is evaluation's (images.load_rgb), so a JPEG gives the pixels it saw.
+            rgb = decode(path, draft=draft_for_short_side(size), formats=FORMATS, inspect=check,
+                         convert=lambda im: _to_rgb_uint8(im, notes))
+    except UnreadableImageError as e:
+        raise _unreadable(path, e.cause, max_pixels) from None
+    original_size = header["upright"]
     if min(original_size) < MIN_SIDE:
         raise UploadError(f"The image is only {original_size[0]}x{original_size[1]} pixels; at least "
                           f"{MIN_SIDE} pixels on the shorter side are needed, and the model works at "
@@ -103,6 +86,21 @@ def read_upload(path: str | Path, size: int, *, max_bytes: int = MAX_UPLOAD_BYTE
     if max(original_size) > 2 * min(original_size):
         notes.append("The image is very elongated; only its central square was analysed.")
     return UploadedImage(center_crop(resize_short_side(rgb, size), size), original_size, notes)
+
+
+def _unreadable(path: Path, cause: BaseException, max_pixels: int) -> UploadError:
+    """What to tell the person who uploaded a file that does not decode."""
+    if isinstance(cause, Image.DecompressionBombError):
+        return UploadError(f"The image has too many pixels; the limit is {max_pixels / 1e6:.0f} megapixels, "
+                           "a guard against decompression bombs. Downscale it and upload it again.")
+    if isinstance(cause, Image.UnidentifiedImageError):
+        if _has_image_signature(path):
+            return UploadError("The image is corrupt: it starts like an image file but cannot be decoded. "
+                               "Upload the complete file again, or export it anew.")
+        return UploadError("This file is not an image that can be read. Upload a JPEG, PNG, TIFF, BMP, WebP "
+                           "or GIF photo of the lesion (HEIC photos: export them as JPEG first).")
+    return UploadError(f"The image is corrupt or truncated ({cause}). Upload the complete file again, "
+                       "or export it anew from the camera or viewer.")
 
 
 def _to_rgb_uint8(im: Image.Image, notes: list[str]) -> np.ndarray:

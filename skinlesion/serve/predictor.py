@@ -26,21 +26,18 @@ import torch
 from pytorch_grad_cam.utils.image import scale_cam_image
 from torch import nn
 
-from . import tta as tta_views
-from .classes import CLASSES, display_name
-from .device import channels_last
-from .model import FoldEnsemble, load_ensemble
-from .transforms import to_chw_uint8
+from .. import tta as tta_views
+from ..classes import CLASSES, display_name
+from ..device import channels_last
+from ..errors import ModelNotFoundError
+from ..model import FoldEnsemble, load_ensemble
+from ..transforms import to_chw_uint8
 
 MODELS_DIR = "models"
 EVAL_METRICS = "metrics/eval.json"
 
 # How each TTA view is undone on a CAM (flips are their own inverse).
 _UNDO_VIEW = {"original": lambda m: m, "hflip": lambda m: m[:, ::-1], "vflip": lambda m: m[::-1, :]}
-
-
-class ModelNotFoundError(FileNotFoundError):
-    """No weights where the app looked; the message says how to get them."""
 
 
 class NonFiniteOutputError(RuntimeError):

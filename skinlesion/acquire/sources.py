@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from .classes import CLASSES
-from .errors import DataError
-from .manifest import COLUMNS, validate
+from ..classes import CLASSES
+from ..errors import DataError
+from ..manifest import COLUMNS, validate
 
 KAGGLE_METADATA = "HAM10000_metadata.csv"
 METADATA_COLUMNS = ("lesion_id", "image_id", "dx", "dx_type", "age", "sex", "localization")

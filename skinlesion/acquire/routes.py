@@ -19,8 +19,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import archives, atomic, dataverse, fetch, kaggle_source, sources
-from .errors import DataError
+from .. import atomic
+from . import archives, dataverse, fetch, kaggle, sources
+from ..errors import DataError
 
 Log = Callable[[str], None]
 
@@ -144,17 +145,17 @@ def ham10000(data_dir: str, raw: Path, downloads: Path, log: Log = print,
         dataverse_failure = str(e)
         log(f"HAM10000 route 2 of 3 failed: {e}")
 
-    log(f"HAM10000 route 3 of 3: the Kaggle API ({kaggle_source.HAM10000})")
-    kaggle_failure = kaggle_source.unavailable()
+    log(f"HAM10000 route 3 of 3: the Kaggle API ({kaggle.HAM10000})")
+    kaggle_failure = kaggle.unavailable()
     if kaggle_failure is None:
-        archive = kaggle_source.download(kaggle_source.HAM10000, downloads / "kaggle")
+        archive = kaggle.download(kaggle.HAM10000, downloads / "kaggle")
         extract_ham10000([archive], raw, limits)
         return _read_with_masks(raw, raw, downloads, log, server, limits=limits)
     raise DataError(
         "no HAM10000 copy could be found or downloaded. The three routes, and how to use each:\n"
         f"  1. a local copy: data.ham10000_dir is empty; {HOW_LOCAL}\n"
         f"  2. Harvard Dataverse: {dataverse_failure}; {HOW_DATAVERSE}\n"
-        f"  3. the Kaggle API ({kaggle_source.HAM10000}): {kaggle_failure}; {HOW_KAGGLE}")
+        f"  3. the Kaggle API ({kaggle.HAM10000}): {kaggle_failure}; {HOW_KAGGLE}")
 
 
 def extract_unified(archive: Path, raw: Path, split: str, limits: archives.Limits = archives.Limits()) -> None:
@@ -187,15 +188,15 @@ def unified(data_dir: str, split: str, raw: Path, downloads: Path, log: Log = pr
             return sources.read_unified(raw, split)
         raise DataError(f"data.external_dir {root} holds neither Unified_dataset/ nor a zip of it")
     log("external route 1 of 2: no local copy (data.external_dir is empty)")
-    log(f"external route 2 of 2: the Kaggle API ({kaggle_source.UNIFIED})")
-    why = kaggle_source.unavailable()
+    log(f"external route 2 of 2: the Kaggle API ({kaggle.UNIFIED})")
+    why = kaggle.unavailable()
     if why is None:
-        archive = kaggle_source.download(kaggle_source.UNIFIED, downloads / "kaggle")
+        archive = kaggle.download(kaggle.UNIFIED, downloads / "kaggle")
         extract_unified(archive, raw, split, limits)
         return sources.read_unified(raw, split)
     raise DataError(
         "no copy of the unified external set could be found or downloaded. The two routes, and how to use each:\n"
         "  1. a local copy: data.external_dir is empty; set it to the downloaded dataset, extracted "
         "(Unified_dataset/<split>/<dx>/) or zipped\n"
-        f"  2. the Kaggle API ({kaggle_source.UNIFIED}): {why}; {HOW_KAGGLE}\n"
+        f"  2. the Kaggle API ({kaggle.UNIFIED}): {why}; {HOW_KAGGLE}\n"
         "  or set data.external=none to skip the external evaluation")

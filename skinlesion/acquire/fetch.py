@@ -20,7 +20,7 @@ from pathlib import Path
 import requests
 from tqdm import tqdm
 
-from .errors import DownloadError
+from ..errors import DownloadError
 
 USER_AGENT = ("Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
               "Chrome/124.0 Safari/537.36")

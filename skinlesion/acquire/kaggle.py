@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .errors import DataError
+from ..errors import DataError
 
 HAM10000 = "kmader/skin-cancer-mnist-ham10000"
 UNIFIED = "cbames/unified-dataset-for-skin-cancer-classification"
