@@ -1,6 +1,7 @@
 """The demo app: every kind of bad upload gets one clear message, good ones the same pixels and
 probabilities as evaluation, one forward pass per request, weights only from where DVC tracks them."""
 
+import dataclasses
 import io
 import json
 import shutil
@@ -332,6 +333,16 @@ def test_model_panel_shows_the_model_and_its_headline_metrics(served):
                  "External set** (300 images, TTA flips): balanced accuracy 0.659"):
         assert text in panel, (text, panel)
     assert "not a medical device" in app.DISCLAIMER
+
+
+def test_model_panel_says_what_a_dermamnist_model_was_trained_on_and_warns_of_its_resolution(served):
+    dermamnist = dataclasses.replace(served, cards=[{**c, "data_source": "dermamnist"} for c in served.cards])
+    panel = app.model_panel(dermamnist)
+    assert "DermaMNIST (MedMNIST v2): real HAM10000 dermoscopic images, downsampled to 28x28 px" in panel
+    assert "learned from 28x28 px images (upsampled to 64 px)" in panel and "mostly gone" in panel
+    # A synthetic 64 px demo model is small too; a real 300 px model gets no warning.
+    assert "learned from 64x64 px images" in app.model_panel(served)
+    assert app.resolution_warning({"data_source": "ham10000"}, 300) is None
 
 
 def test_model_panel_says_calibrated_when_the_cards_hold_a_temperature(tmp_path):

@@ -152,6 +152,28 @@ class Handlers:
         return str(path)
 
 
+# What each data source is, for the person reading the card.
+TRAINING_DATA = {
+    "demo": "demo (synthetic images, not real patients)",
+    "dermamnist": "DermaMNIST (MedMNIST v2): real HAM10000 dermoscopic images, downsampled to 28x28 px, "
+                  "with MedMNIST's official image-level split",
+    "ham10000": "HAM10000 (real dermoscopic images, 600x450 px), lesion-grouped split",
+}
+DERMAMNIST_SIDE = 28  # px of DermaMNIST's images, whatever size the model was trained at
+LOW_RESOLUTION = 128  # px: below this a dermoscopic photo loses its fine structure
+
+
+def resolution_warning(card: dict, img_size: int) -> str | None:
+    """The line that tells a user how little of their photo a low-resolution model sees."""
+    native = DERMAMNIST_SIDE if card.get("data_source") == "dermamnist" else None
+    if native is None and img_size >= LOW_RESOLUTION:
+        return None
+    seen = f"{native}x{native} px images (upsampled to {img_size} px)" if native else f"{img_size}x{img_size} px images"
+    return (f"- **Low resolution:** this model learned from {seen}. Your photo is shrunk to that before the "
+            "model sees it, so the fine structure a dermatologist looks at (pigment network, vessels, "
+            "borders) is mostly gone.")
+
+
 def model_panel(served: ServedModel) -> str:
     card = served.cards[0]
     temperatures = [c.get("temperature") for c in served.cards]
@@ -166,11 +188,12 @@ def model_panel(served: ServedModel) -> str:
         f"- **Weights:** {served.revision}",
         f"- **Architecture:** {card['architecture']}, {served.img_size} px input, "
         f"ensemble of {len(served.cards)} fold model(s) (folds {folds})",
-        f"- **Training data:** {card.get('data_source', 'unknown')}"
-        + (" (synthetic images, not real patients)" if card.get("data_source") == "demo" else ""),
+        f"- **Training data:** {TRAINING_DATA.get(card.get('data_source'), card.get('data_source', 'unknown'))}",
         f"- **Calibrated:** {calibration}",
         f"- **Validation balanced accuracy:** {val or 'not recorded'}",
     ]
+    if warning := resolution_warning(card, served.img_size):
+        lines.append(warning)
     metrics = served.eval_metrics or {}
     for name, title in (("internal", "internal test set"), ("external", "external set")):
         m = metrics.get(name)
