@@ -26,14 +26,17 @@ import yaml
 # Stage outputs that must be bit-exact on every machine.
 EXACT_STAGES = ("download",)
 
-# (metrics file, dotted key) -> largest allowed |workspace - revision|. About three standard
-# deviations of the spread measured over seeds and CPU kinds (README "Determinism"), so that
-# a real regression fails and training noise does not.
+# (metrics file, dotted key) -> largest allowed |workspace - revision|. Measured (README
+# "Determinism"): over seeds and CPU kinds the internal scores moved by at most 0.016 (balanced
+# accuracy) and 0.005 (AUC), the external ones by 0.031 (AUC) and, for balanced accuracy, by up to
+# 0.18 between runs of one config on earlier versions of the demo. The tolerances sit above that,
+# so that a broken pipeline fails and training noise does not; the external one is wide because
+# the external score of a from-scratch model is that noisy, and the README says so.
 TOLERANCES: dict[tuple[str, str], float] = {
-    ("metrics/eval.json", "internal.balanced_accuracy"): 0.03,
-    ("metrics/eval.json", "internal.macro_auc"): 0.01,
-    ("metrics/eval.json", "external.balanced_accuracy"): 0.06,
-    ("metrics/eval.json", "external.macro_auc"): 0.03,
+    ("metrics/eval.json", "internal.balanced_accuracy"): 0.05,
+    ("metrics/eval.json", "internal.macro_auc"): 0.02,
+    ("metrics/eval.json", "external.balanced_accuracy"): 0.20,
+    ("metrics/eval.json", "external.macro_auc"): 0.06,
 }
 
 
