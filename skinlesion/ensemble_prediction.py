@@ -17,7 +17,7 @@ from torch import nn
 from . import tta as tta_views
 from .cache import ImageCache
 from .classes import CLASSES
-from .model import FoldEnsemble, LesionClassifier
+from .model import FoldEnsemble, LesionClassifier, mean_softmax_log
 from .prediction import eval_images, eval_loader, run
 from .transforms import normalize
 
@@ -45,8 +45,7 @@ def member_outputs(member: LesionClassifier, images: torch.Tensor) -> tuple[torc
 def ensemble_log_probs(member_logits: Sequence[torch.Tensor], temperatures: Sequence[float]) -> torch.Tensor:
     """FoldEnsemble.forward's arithmetic on logits taken before temperature scaling: the mean of the
     members' softmax(logits / T), returned as its log. With every T at 1: the raw ensemble."""
-    probs = torch.stack([(logits / t).float().softmax(dim=1) for logits, t in zip(member_logits, temperatures)])
-    return probs.mean(dim=0).clamp_min(1e-12).log()
+    return mean_softmax_log([logits / t for logits, t in zip(member_logits, temperatures)])
 
 
 @dataclass

@@ -56,11 +56,17 @@ class FoldEnsemble(nn.Module):
         self.members = nn.ModuleList(members)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        probs = torch.stack([m(images).float().softmax(dim=1) for m in self.members]).mean(dim=0)
-        return probs.clamp_min(1e-12).log()
+        return mean_softmax_log([m(images) for m in self.members])
 
     def cam_layers(self) -> list[nn.Module]:
         return [m.cam_layer() for m in self.members]
+
+
+def mean_softmax_log(member_logits) -> torch.Tensor:
+    """The ensemble's arithmetic, in one place: the mean of the members' softmax (in float32), as a
+    log, floored so that a class no member believes in stays finite."""
+    probs = torch.stack([logits.float().softmax(dim=1) for logits in member_logits])
+    return probs.mean(dim=0).clamp_min(1e-12).log()
 
 
 def check_name(name: str) -> None:
