@@ -27,7 +27,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import bootstrap, calibration, isic, metrics
+from . import bootstrap, calibration, isic, metrics, revisions
+from .errors import RevisionError
 
 PREDICTIONS_DIR = "data/predictions"
 # Where the evaluate stage took each set's images from: the lesion ids are there, not in the
@@ -90,13 +91,11 @@ def load_side(rev: str, repo: str | Path = ".") -> Side:
     remote). Experiment names resolve like git revisions."""
     import dvc.api
     from dvc.exceptions import DvcException
-    from dvc.scm import SCM, SCMError, resolve_rev
 
     try:
-        commit = resolve_rev(SCM(str(repo)), rev)
-    except (SCMError, DvcException) as e:
-        raise CompareError(f"cannot resolve revision {rev!r} ({e}); give a commit, branch, tag or experiment "
-                           "name (`dvc exp list` shows the experiments)") from None
+        commit = revisions.resolve(rev, repo)
+    except RevisionError as e:
+        raise CompareError(str(e)) from None
     where = f"{rev} ({commit[:7]})"
     try:
         fs = dvc.api.DVCFileSystem(str(repo), rev=commit)

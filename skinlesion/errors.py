@@ -40,3 +40,7 @@ class ModelNotFoundError(FileNotFoundError):
 class UploadError(Exception):
     """An upload the app cannot use; the message is written for the person who uploaded it. Not a
     ValueError, so that images.decode passes it through from the header check it runs."""
+
+
+class RevisionError(LookupError):
+    """A git revision or DVC experiment name that does not resolve to a commit."""

@@ -19,6 +19,8 @@ import statistics
 import sys
 from pathlib import Path
 
+from . import revisions
+
 HEADLINE = ("internal.balanced_accuracy", "internal.macro_auc", "external.balanced_accuracy",
             "external.macro_auc", "internal.accuracy", "external.accuracy")
 EVAL_METRICS = "metrics/eval.json"
@@ -26,16 +28,11 @@ EVAL_METRICS = "metrics/eval.json"
 
 def read_metrics(rev: str, repo: Path) -> dict:
     """metrics/eval.json at a git revision or DVC experiment (metrics are committed to git)."""
-    from dvc.exceptions import DvcException
-    from dvc.scm import SCM, SCMError, resolve_rev
+    from dvc.scm import SCM
 
+    sha = revisions.resolve(rev, repo)  # a RevisionError is a LookupError: main reports both alike
     try:
-        scm = SCM(str(repo))
-        sha = resolve_rev(scm, rev)
-        return json.loads(scm.get_fs(sha).read_text(EVAL_METRICS))
-    except (SCMError, DvcException) as e:
-        raise LookupError(f"cannot resolve revision {rev!r} ({e}); give a commit, branch, tag or "
-                          "experiment name (`dvc exp list` shows the experiments)") from None
+        return json.loads(SCM(str(repo)).get_fs(sha).read_text(EVAL_METRICS))
     except FileNotFoundError:
         raise LookupError(f"{rev!r} has no {EVAL_METRICS}; run the pipeline there first") from None
 

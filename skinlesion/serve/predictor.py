@@ -29,7 +29,8 @@ from torch import nn
 from .. import tta as tta_views
 from ..classes import CLASSES, display_name
 from ..device import channels_last
-from ..errors import ModelNotFoundError
+from .. import revisions
+from ..errors import ModelNotFoundError, RevisionError
 from ..model import FoldEnsemble, load_ensemble
 from ..transforms import to_chw_uint8
 
@@ -112,17 +113,15 @@ def _load_at_revision(rev: str, repo: Path) -> ServedModel:
     remote) is a ModelNotFoundError with one message."""
     import dvc.api
     from dvc.exceptions import DvcException
-    from dvc.scm import SCM, SCMError, resolve_rev
     from dvc_data.index import DataIndexError
 
     if not rev.strip():
         raise ModelNotFoundError("--rev is empty; give a commit, branch, tag or experiment name, or leave "
                                  "--rev out to serve the workspace's `models/`")
     try:
-        sha = resolve_rev(SCM(str(repo)), rev)
-    except (SCMError, DvcException) as e:
-        raise ModelNotFoundError(f"cannot resolve revision {rev!r} ({e}); give a commit, branch, tag or "
-                                 "experiment name (`dvc exp list` shows the experiments)") from None
+        sha = revisions.resolve(rev, repo)
+    except RevisionError as e:
+        raise ModelNotFoundError(str(e)) from None
     if not _is_commit(repo, sha):  # e.g. HEAD:params.yaml names a file's content, HEAD^{tree} a folder
         raise ModelNotFoundError(f"revision {rev!r} names a file or folder, not a commit; give a commit, branch, "
                                  "tag or experiment name (the app reads `models/` at that commit)")

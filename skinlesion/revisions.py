@@ -1,0 +1,20 @@
+"""Git revisions and DVC experiment names, resolved the same way by every tool that reads another
+run (the app's --rev, compare, spread)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .errors import RevisionError
+
+
+def resolve(rev: str, repo: str | Path = ".") -> str:
+    """The commit of `rev`: a commit, branch, tag or `dvc exp list` name; else RevisionError."""
+    from dvc.exceptions import DvcException
+    from dvc.scm import SCM, SCMError, resolve_rev
+
+    try:
+        return resolve_rev(SCM(str(repo)), rev)
+    except (SCMError, DvcException) as e:
+        raise RevisionError(f"cannot resolve revision {rev!r} ({e}); give a commit, branch, tag or experiment "
+                            "name (`dvc exp list` shows the experiments)") from None
