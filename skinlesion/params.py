@@ -74,6 +74,9 @@ class DataParams(_Section):
     img_size: Annotated[Int, Field(ge=28, le=1024)]  # from 28: DermaMNIST's native size
     demo_lesions: Annotated[Int, Field(ge=20)]
     demo_external_images: Annotated[Int, Field(ge=7)]
+    # The demo dataset's own seed. A real dataset does not change with the experiment's seed, so
+    # neither does the demo's: `seed` varies the split and the training draws only.
+    demo_seed: Annotated[Int, Field(ge=0, le=2**32 - 2)]  # the external set uses demo_seed + 1
     external_split: Literal["train", "val", "test"]
     bad_images: Literal["fail", "skip"]
     dermamnist_path: Str  # a DermaMNIST npz, or a folder holding it; empty: the medmnist package downloads it

@@ -35,19 +35,19 @@ def _limits(data) -> archives.Limits:
     return archives.Limits(data.max_member_bytes, data.max_archive_bytes, data.max_compression_ratio)
 
 
-def ham10000_manifest(data, seed: int, raw: Path = RAW / "ham10000"):
+def ham10000_manifest(data, raw: Path = RAW / "ham10000"):
     """The HAM10000 manifest; what it extracts or generates goes into raw/."""
     if data.source == "demo":
-        demo_data.write_demo_ham10000(raw, n_lesions=data.demo_lesions, seed=seed)
+        demo_data.write_demo_ham10000(raw, n_lesions=data.demo_lesions, seed=data.demo_seed)
         return sources.read_ham10000(raw)
     return routes.ham10000(data.ham10000_dir, raw, DOWNLOADS, limits=_limits(data))
 
 
-def external_manifest(data, seed: int, raw: Path = RAW / "external"):
+def external_manifest(data, raw: Path = RAW / "external"):
     if data.external == "none":
         return sources.empty_manifest()
     if data.external == "demo":
-        demo_data.write_demo_unified(raw, n_images=data.demo_external_images, seed=seed + 1)
+        demo_data.write_demo_unified(raw, n_images=data.demo_external_images, seed=data.demo_seed + 1)
         return sources.read_unified(raw)
     return routes.unified(data.external_dir, data.external_split, raw, DOWNLOADS, limits=_limits(data))
 
@@ -77,8 +77,8 @@ def main(args) -> None:
             if params.data.external == "demo":
                 print(dermamnist.SYNTHETIC_EXTERNAL_NOTE)
         else:
-            ham = ham10000_manifest(params.data, params.seed, staged[0])
-        frames = (ham, external_manifest(params.data, params.seed, staged[1]))
+            ham = ham10000_manifest(params.data, staged[0])
+        frames = (ham, external_manifest(params.data, staged[1]))
         checked = {}
         for name, frame, tmp, final in zip(("ham10000", "external"), frames, staged, finals):
             kept, bad = drop_bad_images(frame, name, params.data.bad_images, require_all_classes=name == "ham10000",

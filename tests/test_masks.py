@@ -152,5 +152,5 @@ def test_the_demo_source_never_asks_the_network(tmp_path, monkeypatch):
     small = functools.partial(stage.demo_data.write_demo_ham10000, image_size=(64, 48))  # fast
     monkeypatch.setattr(stage.demo_data, "write_demo_ham10000", small)
     monkeypatch.chdir(tmp_path)
-    frame = stage.ham10000_manifest(committed_params({"data": {"demo_lesions": 20}}).data, seed=0)
+    frame = stage.ham10000_manifest(committed_params({"data": {"demo_lesions": 20, "demo_seed": 0}}).data)
     assert (frame["mask_path"] != "").all()  # the demo brings its own masks
