@@ -151,7 +151,7 @@ def _paired(name: str, a: SetPredictions, b: SetPredictions) -> SetPredictions:
     and the same lesions; raises DifferentImagesError otherwise."""
     ids_a, ids_b = set(a.image_ids), set(b.image_ids)
     if ids_a != ids_b or len(ids_a) != len(a.image_ids) or len(ids_b) != len(b.image_ids):
-        only_a, only_b = sorted(ids_a - ids_b), sorted(ids_b - ids_a)
+        only_a, only_b = sorted(map(str, ids_a - ids_b)), sorted(map(str, ids_b - ids_a))
         raise DifferentImagesError(
             f"the {name} predictions are for different images ({len(a.image_ids)} at A, {len(b.image_ids)} at B; "
             f"{len(only_a)} only at A, e.g. {only_a[:3]}; {len(only_b)} only at B, e.g. {only_b[:3]}). A paired "
@@ -163,14 +163,14 @@ def _paired(name: str, a: SetPredictions, b: SetPredictions) -> SetPredictions:
     if len(relabelled):
         raise DifferentImagesError(
             f"the {name} predictions are for the same images with different truth: {len(relabelled)} image(s) "
-            f"change label between A and B (e.g. {list(a.image_ids[relabelled[:3]])}). Scores on different "
-            "ground truth cannot be compared: compare revisions with the same data")
+            f"change label between A and B (e.g. {[str(i) for i in a.image_ids[relabelled[:3]]]}). Scores on "
+            "different ground truth cannot be compared: compare revisions with the same data")
     regrouped = np.flatnonzero(a.lesion_ids != b.lesion_ids)
     if len(regrouped):
         raise DifferentImagesError(
             f"the {name} images belong to different lesions at A and B ({len(regrouped)} image(s), e.g. "
-            f"{list(a.image_ids[regrouped[:3]])}): the data changed between the revisions; compare revisions "
-            "with the same data")
+            f"{[str(i) for i in a.image_ids[regrouped[:3]]]}): the data changed between the revisions; compare "
+            "revisions with the same data")
     return b
 
 
@@ -202,12 +202,22 @@ def compare(a: Side, b: Side, *, n_resamples: int = DEFAULT_RESAMPLES, seed: int
         raise CompareError(f"A ({describe(a.rev, a.commit)}) has predictions for {sorted(a.sets) or 'no set'} and "
                            f"B ({describe(b.rev, b.commit)}) for "
                            f"{sorted(b.sets) or 'no set'}: no set to compare")
-    paired = {name: _paired(name, a.sets[name], b.sets[name]) for name in common}  # refuses before any work
+    # A set whose images differ between the sides is not compared. Replicates over `seed` have
+    # different internal test sets (the split) but the same external one, so that one is paired.
+    paired, refused = {}, {}
+    for name in common:
+        try:
+            paired[name] = _paired(name, a.sets[name], b.sets[name])
+        except DifferentImagesError as e:
+            refused[name] = e
+    if not paired:  # refuses before any work
+        raise next(iter(refused.values()))
     report = {"a": {"rev": a.rev, "commit": a.commit}, "b": {"rev": b.rev, "commit": b.commit},
               "resamples": n_resamples, "seed": seed, "level": LEVEL, "sets": {},
               "skipped": {**{n: "only at A" for n in a.sets if n not in b.sets},
-                          **{n: "only at B" for n in b.sets if n not in a.sets}}}
-    for name in common:
+                          **{n: "only at B" for n in b.sets if n not in a.sets},
+                          **{n: f"for different images: {e}" for n, e in refused.items()}}}
+    for name in paired:
         sa, sb = a.sets[name], paired[name]
         score_a, score_b = point_scores(sa.y_true, sa.probs), point_scores(sb.y_true, sb.probs)
         intervals = bootstrap.paired_difference_intervals(sa.y_true, sa.probs, sb.probs, sa.lesion_ids,

@@ -27,16 +27,16 @@ import yaml
 EXACT_STAGES = ("download",)
 
 # (metrics file, dotted key) -> largest allowed |workspace - revision|. Measured (README
-# "Determinism"): over seeds and CPU kinds the internal scores moved by at most 0.016 (balanced
-# accuracy) and 0.005 (AUC), the external ones by 0.031 (AUC) and, for balanced accuracy, by up to
-# 0.18 between runs of one config on earlier versions of the demo. The tolerances sit above that,
-# so that a broken pipeline fails and training noise does not; the external one is wide because
-# the external score of a from-scratch model is that noisy, and the README says so.
+# "Determinism") over six runs of the committed recipe (five seeds on AVX-512, seed 42 on AVX2):
+# the largest deviations from the committed run were 0.041 (internal balanced accuracy; a seed
+# also redraws the 167-image internal test set), 0.007 (internal AUC), 0.059 (external balanced
+# accuracy; the AVX2 run) and 0.010 (external AUC). The tolerances sit above that, so that a
+# broken pipeline fails and training noise does not.
 TOLERANCES: dict[tuple[str, str], float] = {
     ("metrics/eval.json", "internal.balanced_accuracy"): 0.05,
     ("metrics/eval.json", "internal.macro_auc"): 0.02,
-    ("metrics/eval.json", "external.balanced_accuracy"): 0.20,
-    ("metrics/eval.json", "external.macro_auc"): 0.06,
+    ("metrics/eval.json", "external.balanced_accuracy"): 0.10,
+    ("metrics/eval.json", "external.macro_auc"): 0.03,
 }
 
 

@@ -191,6 +191,20 @@ def test_predictions_on_different_images_are_refused(capsys):
         compare.compare(side("a", probs), side("b", probs, (image_ids, relabelled, lesions)))
 
 
+def test_a_set_on_different_images_is_skipped_when_another_can_be_paired():
+    """Replicates over `seed`: other internal test images (the split), the same external ones."""
+    image_ids, y, lesions = labelled_set()
+    probs = softmax(logits_for(y, 1.5, 1))
+    keep = np.arange(len(y)) >= 5
+    a, b = side("a", probs), side("b", probs[keep], (image_ids[keep], y[keep], lesions[keep]))
+    a.sets["external"] = b.sets["external"] = SetPredictions(image_ids, y, probs, lesions)
+    report = compare.compare(a, b, n_resamples=50)
+    assert list(report["sets"]) == ["external"]
+    assert report["skipped"]["internal"].startswith("for different images: the internal predictions are for "
+                                                    "different images")
+    assert "internal: not compared (predictions for different images" in compare.format_report(report)
+
+
 def test_only_the_sets_on_both_sides_are_compared():
     data = labelled_set()
     probs = softmax(logits_for(data[1], 1.5, 1))
