@@ -369,7 +369,7 @@ def test_demo_data_matches_the_pinned_digests(tmp_path):
 
 
 def test_external_case_mix_has_more_lookalikes():
-    """The external clinics see LOOKALIKE_FACTOR_UNIFIED times HAM's share of equivocal lesions
+    """The external clinics see three times HAM's share of equivocal lesions
     (a case-mix shift that every model pays for alike, unlike a colour cast)."""
     from skinlesion.acquire.demo_data import LESION_STYLES, _lesion_style
 
