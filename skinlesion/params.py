@@ -75,7 +75,7 @@ class DataParams(_Section):
     demo_lesions: Annotated[Int, Field(ge=20)]
     demo_external_images: Annotated[Int, Field(ge=7)]
     # The demo dataset's own seed. A real dataset does not change with the experiment's seed, so
-    # neither does the demo's: `seed` varies the split and the training draws only.
+    # neither does the demo's: `seed` varies the training draws only (`split.seed` the split).
     demo_seed: Annotated[Int, Field(ge=0, le=2**32 - 2)]  # the external set uses demo_seed + 1
     external_split: Literal["train", "val", "test"]
     bad_images: Literal["fail", "skip"]
@@ -102,6 +102,9 @@ class SplitParams(_Section):
     test_size: Annotated[Real, Field(ge=0.05, lt=0.5)]
     # grouped: lesion-grouped test set and CV folds; official: the source's own split (DermaMNIST)
     scheme: Literal["grouped", "official"]
+    # The split's own seed. A study's split is fixed while its training recipe varies, so `seed`
+    # redraws the training only; vary this one to measure how much the split itself moves a score.
+    seed: Annotated[Int, Field(ge=0, le=2**32 - 1)]
 
 
 class ModelParams(_Section):

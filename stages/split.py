@@ -44,7 +44,7 @@ def main(args) -> None:
         groups = frame["image_id"].map(groups)
         check_enough_lesions(frame, groups, params.split.n_folds, params.split.test_size)
         folds = splitting.assign_folds(frame, n_folds=params.split.n_folds, test_size=params.split.test_size,
-                                       seed=params.seed, groups=groups)
+                                       seed=params.split.seed, groups=groups)
         empty = sorted(set(range(params.split.n_folds)) - set(folds["fold"]))
         if empty:
             raise ParamsError(f"split.n_folds is {params.split.n_folds}, but fold(s) {empty} received no lesions; "
