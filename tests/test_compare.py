@@ -192,7 +192,7 @@ def test_predictions_on_different_images_are_refused(capsys):
 
 
 def test_a_set_on_different_images_is_skipped_when_another_can_be_paired():
-    """Replicates over `seed`: other internal test images (the split), the same external ones."""
+    """Runs over `split.seed`: other internal test images (the split), the same external ones."""
     image_ids, y, lesions = labelled_set()
     probs = softmax(logits_for(y, 1.5, 1))
     keep = np.arange(len(y)) >= 5

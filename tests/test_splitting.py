@@ -91,3 +91,38 @@ def test_same_seed_same_split_other_seed_other_split():
     c = assign_folds(table, n_folds=5, test_size=0.15, seed=2)
     assert a["fold"].tolist() == b["fold"].tolist()
     assert a["fold"].tolist() != c["fold"].tolist()
+
+
+def _split_with(folder, seed: int, split_seed: int) -> pd.DataFrame:
+    """Run the split stage on a 140-lesion manifest in `folder` with these seeds; its splits.csv."""
+    import os
+    import subprocess
+    import sys
+
+    from committed_params import REPO, write_params
+
+    from skinlesion.manifest import COLUMNS
+    rows = [{"image_id": f"ISIC_{k:07d}", "path": f"img/{k}.jpg", "lesion_id": f"HAM_{k:07d}", "dx": dx,
+             "dx_type": "histo", "age": 50, "sex": "male", "localization": "back", "mask_path": ""}
+            for k, dx in enumerate(CLASSES * 20)]
+    (folder / "data/manifests").mkdir(parents=True, exist_ok=True)
+    (folder / "data/audit").mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(rows, columns=list(COLUMNS)).to_csv(folder / "data/manifests/ham10000.csv", index=False)
+    pd.DataFrame({"image_id": [r["image_id"] for r in rows], "group": [r["lesion_id"] for r in rows]}).to_csv(
+        folder / "data/audit/groups.csv", index=False)
+    write_params(folder, {"seed": seed, "split": {"seed": split_seed, "n_folds": 3, "test_size": 0.25},
+                           "train": {"folds": [0, 1, 2]}})
+    subprocess.run([sys.executable, str(REPO / "stages/split.py")], cwd=folder, check=True, capture_output=True,
+                   timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)})
+    return pd.read_csv(folder / "data/splits/splits.csv")
+
+
+def test_the_split_follows_split_seed_not_the_training_seed(tmp_path):
+    """Replicates over `seed` keep one split (one internal test set), so their spread is the
+    training's; `split.seed` redraws it."""
+    base = _split_with(tmp_path / "a", seed=1, split_seed=42)
+    other_training_seed = _split_with(tmp_path / "b", seed=2, split_seed=42)
+    other_split_seed = _split_with(tmp_path / "c", seed=1, split_seed=7)
+    pd.testing.assert_frame_equal(base, other_training_seed)
+    assert (base["fold"] != other_split_seed["fold"]).sum() > 20
+    assert (base["fold"] == TEST).sum() == (other_split_seed["fold"] == TEST).sum() == 35
