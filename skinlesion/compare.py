@@ -202,8 +202,8 @@ def compare(a: Side, b: Side, *, n_resamples: int = DEFAULT_RESAMPLES, seed: int
         raise CompareError(f"A ({describe(a.rev, a.commit)}) has predictions for {sorted(a.sets) or 'no set'} and "
                            f"B ({describe(b.rev, b.commit)}) for "
                            f"{sorted(b.sets) or 'no set'}: no set to compare")
-    # A set whose images differ between the sides is not compared. Replicates over `seed` have
-    # different internal test sets (the split) but the same external one, so that one is paired.
+    # A set whose images differ between the sides is not compared. Runs over `split.seed` have
+    # different internal test sets but the same external one, so that one is still paired.
     paired, refused = {}, {}
     for name in common:
         try:

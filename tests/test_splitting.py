@@ -1,8 +1,14 @@
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pandas as pd
 import pytest
+from committed_params import REPO, write_params
 
 from skinlesion.classes import CLASSES
+from skinlesion.manifest import COLUMNS
 from skinlesion.splitting import TEST, assign_folds, lesions_shared, split_report
 
 # Real HAM10000 counts (images, lesions) per class.
@@ -95,13 +101,6 @@ def test_same_seed_same_split_other_seed_other_split():
 
 def _split_with(folder, seed: int, split_seed: int) -> pd.DataFrame:
     """Run the split stage on a 140-lesion manifest in `folder` with these seeds; its splits.csv."""
-    import os
-    import subprocess
-    import sys
-
-    from committed_params import REPO, write_params
-
-    from skinlesion.manifest import COLUMNS
     rows = [{"image_id": f"ISIC_{k:07d}", "path": f"img/{k}.jpg", "lesion_id": f"HAM_{k:07d}", "dx": dx,
              "dx_type": "histo", "age": 50, "sex": "male", "localization": "back", "mask_path": ""}
             for k, dx in enumerate(CLASSES * 20)]
