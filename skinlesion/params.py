@@ -131,6 +131,7 @@ class TrainParams(_Section):
     lr: Annotated[Real, Field(ge=1e-7, le=1.0)]
     weight_decay: Annotated[Real, Field(ge=0.0, le=1.0)]
     warmup_epochs: Annotated[Real, Field(ge=0.0)]
+    grad_clip: Annotated[Real, Field(ge=0.0)]  # max global gradient norm; 0: no clipping
     focal_gamma: Annotated[Real, Field(ge=0.0, le=10.0)]
     focal_alpha: tuple[Real, ...] | None  # per-class weights in CLASSES order; null: none
     weighted_sampler: Bool

@@ -187,7 +187,7 @@ def _diverged(params: Params, fold: int, epoch: int, loss: float, step: int | No
 
 def train_one_epoch(model: nn.Module, loader: DataLoader, criterion: nn.Module, optimizer: torch.optim.Optimizer,
                     scheduler, scaler: torch.amp.GradScaler, *, device: torch.device, amp_dtype: torch.dtype | None,
-                    mixup_alpha: float, desc: str) -> dict:
+                    mixup_alpha: float, desc: str, grad_clip: float = 0.0) -> dict:
     """One pass over this rank's training batches: the summed loss, the images seen, the seconds.
     In one process a non-finite loss stops at its step (NonFiniteLoss); under DDP every rank
     finishes the epoch and train_fold stops them together on the summed loss."""
@@ -203,6 +203,9 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, criterion: nn.Module, 
             loss = criterion(model(images), targets)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
+        if grad_clip > 0:
+            scaler.unscale_(optimizer)  # clip the true gradients, not fp16's scaled ones (a no-op otherwise)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
         scaler.step(optimizer)
         scaler.update()
         scheduler.step()
@@ -245,8 +248,8 @@ def train_fold(train_frame: pd.DataFrame, val_frame: pd.DataFrame, params: Param
         seed_epoch(data, seed, epoch)
         try:
             trained = train_one_epoch(train_model, data.train_loader, criterion, optimizer, scheduler, scaler,
-                                  device=device, amp_dtype=amp_dtype, mixup_alpha=p.mixup_alpha,
-                                      desc=f"fold {fold} epoch {epoch}/{p.epochs}")
+                                      device=device, amp_dtype=amp_dtype, mixup_alpha=p.mixup_alpha,
+                                      desc=f"fold {fold} epoch {epoch}/{p.epochs}", grad_clip=p.grad_clip)
         except NonFiniteLoss as e:
             raise _diverged(params, fold, epoch, e.loss, e.step) from None
         loss_sum, seen, seconds = trained["loss_sum"], trained["seen"], trained["seconds"]

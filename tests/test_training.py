@@ -1,4 +1,4 @@
-"""Training refuses to go on with a loss that is no longer finite."""
+"""Training refuses to go on with a loss that is no longer finite, and clips gradients when asked."""
 
 import argparse
 
@@ -55,6 +55,31 @@ def test_training_stops_on_non_finite_loss(frame, tmp_path, monkeypatch):
                                    "(try 0.0003)")
     state = torch.load(ckpt, weights_only=True)  # the last good epoch stays the resume point
     assert state["epoch"] == 1 and all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+
+
+class Logits(torch.nn.Module):
+    """A model that is only its 7 output logits, whatever the image."""
+
+    def __init__(self):
+        super().__init__()
+        self.logits = torch.nn.Parameter(torch.zeros(len(CLASSES)))
+
+    def forward(self, images):
+        return self.logits.expand(images.shape[0], -1)
+
+
+@pytest.mark.parametrize("grad_clip, step_norm", [(0.0, 100.0), (0.5, 0.5)])
+def test_a_training_step_is_no_longer_than_train_grad_clip(grad_clip, step_norm):
+    # One SGD step at lr 1 moves the weights by the (clipped) gradient; this loss's gradient has norm 100.
+    model = Logits()
+    optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    batch = [(torch.zeros(1, 3, 4, 4, dtype=torch.uint8), torch.zeros(1, dtype=torch.long))]
+    loss = lambda logits, targets: 100 / len(CLASSES) ** 0.5 * logits.sum()  # noqa: E731
+    training.train_one_epoch(model, batch, loss, optimizer, scheduler, torch.amp.GradScaler(enabled=False),
+                             device=torch.device("cpu"), amp_dtype=None, mixup_alpha=0.0, desc="step",
+                             grad_clip=grad_clip)
+    assert model.logits.detach().norm().item() == pytest.approx(step_norm, rel=1e-5)
 
 
 def test_the_largest_seed_gives_valid_epoch_seeds():
