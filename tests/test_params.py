@@ -1,3 +1,4 @@
+import json
 import re
 from pathlib import Path
 
@@ -100,3 +101,14 @@ def test_scientific_notation_without_a_dot_is_a_float(tmp_path):
     path = tmp_path / "params.yaml"
     path.write_text(re.sub(r"^  lr: .*$", "  lr: 3e-4", (REPO / "params.yaml").read_text(), flags=re.M))
     assert load_params(path).train.lr == pytest.approx(3e-4)
+
+
+@pytest.mark.parametrize("run", sorted(p.parent.name for p in (REPO / "results").glob("*/params.yaml")))
+def test_a_committed_results_params_file_still_runs_under_the_current_schema(run):
+    # README tells users to copy these files over params.yaml and run `dvc repro`: a key added to
+    # the schema later must be added to them too, or that command stops at its first stage.
+    folder = REPO / "results" / run
+    params = load_params(folder / "params.yaml")
+    metrics = json.loads((folder / "metrics" / "eval.json").read_text())
+    assert params.data.source == "dermamnist" and params.split.scheme == "official"
+    assert metrics["internal"]["n_images"] == 2005  # DermaMNIST's official test set
