@@ -343,6 +343,9 @@ def test_model_panel_says_what_a_dermamnist_model_was_trained_on_and_warns_of_it
     # A synthetic 64 px demo model is small too; a real 300 px model gets no warning.
     assert "learned from 64x64 px images" in app.model_panel(served)
     assert app.resolution_warning({"data_source": "ham10000"}, 300) is None
+    # At DermaMNIST's own size nothing was upsampled, and the card must not say so.
+    native = app.resolution_warning({"data_source": "dermamnist"}, 28)
+    assert "learned from 28x28 px images. Your photo" in native and "upsampled" not in native
 
 
 def test_model_panel_says_calibrated_when_the_cards_hold_a_temperature(tmp_path):

@@ -168,7 +168,9 @@ def resolution_warning(card: dict, img_size: int) -> str | None:
     native = DERMAMNIST_SIDE if card.get("data_source") == "dermamnist" else None
     if native is None and img_size >= LOW_RESOLUTION:
         return None
-    seen = f"{native}x{native} px images (upsampled to {img_size} px)" if native else f"{img_size}x{img_size} px images"
+    seen = f"{native or img_size}x{native or img_size} px images"
+    if native and img_size != native:
+        seen += f" (upsampled to {img_size} px)"
     return (f"- **Low resolution:** this model learned from {seen}. Your photo is shrunk to that before the "
             "model sees it, so the fine structure a dermatologist looks at (pigment network, vessels, "
             "borders) is mostly gone.")
