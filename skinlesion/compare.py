@@ -91,6 +91,7 @@ def load_side(rev: str, repo: str | Path = ".") -> Side:
     remote). Experiment names resolve like git revisions."""
     import dvc.api
     from dvc.exceptions import DvcException
+    from dvc_data.index import DataIndexError  # a directory's listing (.dir) missing from the cache
 
     try:
         commit = revisions.resolve(rev, repo)
@@ -118,7 +119,7 @@ def load_side(rev: str, repo: str | Path = ".") -> Side:
                 truth_ids, onehot = _read_isic(f)
             side.sets[name] = _one_set(name, where, pred_ids, probs, truth_ids, onehot.argmax(axis=1), lesions,
                                        LESION_TABLES[name])
-    except (FileNotFoundError, DvcException) as e:  # e.g. an output in neither the cache nor a remote
+    except (FileNotFoundError, DvcException, DataIndexError) as e:  # e.g. an output in neither the cache nor a remote
         raise CompareError(f"cannot read the predictions or lesion ids at {where} ({e}): {_fetch_hint(rev)}") from None
     return side
 

@@ -324,3 +324,20 @@ def test_revisions_that_cannot_be_read_are_named_with_the_fix(dvc_repo, capsys):
         shutil.move(dvc_repo / "cache-elsewhere", cache)
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1 and "run `dvc pull`" in err
+
+
+@pytest.mark.slow
+def test_a_revision_whose_directory_listing_is_not_in_the_cache_is_named_with_the_fix(dvc_repo, tmp_path, capsys):
+    # A fresh clone that has another run's outputs in its cache, but not the committed run's: DVC
+    # then fails on the missing `.dir` object of data/predictions, not on a missing file. A copy at
+    # a new path, because DVC remembers listings it has read per repository path.
+    clone = tmp_path / "clone"
+    shutil.copytree(dvc_repo, clone, symlinks=True)
+    listings = sorted((clone / ".dvc" / "cache").rglob("*.dir"))
+    assert listings
+    for listing in listings:
+        listing.unlink()
+    assert compare.main(["baseline", "stronger", "--repo", str(clone)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: cannot read the predictions or lesion ids at ")
+    assert err.count("\n") == 1 and "run `dvc pull` or `dvc repro` at that revision" in err
