@@ -90,8 +90,6 @@ def load_side(rev: str, repo: str | Path = ".") -> Side:
     """Every set's predictions, truth and lesion ids at `rev`, read through DVC (the cache, else the
     remote). Experiment names resolve like git revisions."""
     import dvc.api
-    from dvc.exceptions import DvcException
-    from dvc_data.index import DataIndexError  # a directory's listing (.dir) missing from the cache
 
     try:
         commit = revisions.resolve(rev, repo)
@@ -119,7 +117,7 @@ def load_side(rev: str, repo: str | Path = ".") -> Side:
                 truth_ids, onehot = _read_isic(f)
             side.sets[name] = _one_set(name, where, pred_ids, probs, truth_ids, onehot.argmax(axis=1), lesions,
                                        LESION_TABLES[name])
-    except (FileNotFoundError, DvcException, DataIndexError) as e:  # e.g. an output in neither the cache nor a remote
+    except revisions.read_errors() as e:
         raise CompareError(f"cannot read the predictions or lesion ids at {where} ({e}): {_fetch_hint(rev)}") from None
     return side
 

@@ -1,5 +1,5 @@
-"""Git revisions and DVC experiment names, resolved the same way by every tool that reads another
-run (the app's --rev, compare, spread)."""
+"""Git revisions and DVC experiment names, resolved and read the same way by every tool that reads
+another run (the app's --rev, compare, spread)."""
 
 from __future__ import annotations
 
@@ -18,3 +18,13 @@ def resolve(rev: str, repo: str | Path = ".") -> str:
     except (SCMError, DvcException) as e:
         raise RevisionError(f"cannot resolve revision {rev!r} ({e}); give a commit, branch, tag or experiment "
                             "name (`dvc exp list` shows the experiments)") from None
+
+
+def read_errors() -> tuple[type[BaseException], ...]:
+    """What reading a DVC-tracked file at a revision raises when its data are not to be had: a file
+    not there, an output in neither the cache nor a remote, a folder's listing (.dir) not in the
+    cache. Imported on call: dvc is slow to import."""
+    from dvc.exceptions import DvcException
+    from dvc_data.index import DataIndexError
+
+    return (FileNotFoundError, DvcException, DataIndexError)

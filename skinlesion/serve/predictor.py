@@ -112,9 +112,8 @@ def _load_at_revision(rev: str, repo: Path) -> ServedModel:
     fails (no such revision, a revision naming a file, no models/ there, weights in no cache or
     remote) is a ModelNotFoundError with one message."""
     import dvc.api
-    from dvc.exceptions import DvcException
-    from dvc_data.index import DataIndexError
 
+    unreadable = revisions.read_errors()
     if not rev.strip():
         raise ModelNotFoundError("--rev is empty; give a commit, branch, tag or experiment name, or leave "
                                  "--rev out to serve the workspace's `models/`")
@@ -147,9 +146,9 @@ def _load_at_revision(rev: str, repo: Path) -> ServedModel:
         ensemble, loaded_cards = load_ensemble(tmp)
         try:
             metrics = json.loads(dvc.api.read(EVAL_METRICS, repo=str(repo), rev=sha))
-        except (FileNotFoundError, DvcException, DataIndexError):
+        except unreadable:
             metrics = None
-    except (DvcException, DataIndexError, FileNotFoundError) as e:
+    except unreadable as e:
         if isinstance(e, ModelNotFoundError):
             raise
         # Tracked at that revision, but the files are in neither the cache nor a remote.
