@@ -261,7 +261,7 @@ def test_external_domain_differs(ham, unified):
 
 PINNED_DIGESTS = {
     "files": "03f038a0b6b6dd11b845f587722665b9fcbd5ba85dddaa8888a2123ea4428f65",
-    "scenes": "23a654b673d392f6515879926685a73c4eaa2bb003018c1a6aa53c263b0468a2",
+    "scenes": "dab6132f5ced29bbaa0078c0b05d77faab5b705cb60490489c45cadef126c9ff",
 }
 
 
@@ -369,7 +369,7 @@ def test_demo_data_matches_the_pinned_digests(tmp_path):
 
 
 def test_external_case_mix_has_more_lookalikes():
-    """The external clinics see three times HAM's share of equivocal lesions
+    """The external clinics see five times HAM's share of equivocal lesions
     (a case-mix shift that every model pays for alike, unlike a colour cast)."""
     from skinlesion.acquire.demo_data import LESION_STYLES, _lesion_style
 
@@ -380,4 +380,4 @@ def test_external_case_mix_has_more_lookalikes():
 
     ham, uni = blended_share(DOMAINS["ham"]), blended_share(DOMAINS["unified"])
     assert 0.04 < ham < 0.06  # LOOKALIKES: 3 to 6% per class
-    assert uni == pytest.approx(3 * ham, rel=0.15)
+    assert uni == pytest.approx(5 * ham, rel=0.15)
