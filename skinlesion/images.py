@@ -32,6 +32,9 @@ class UnreadableImageError(DataError):
         super().__init__(f"cannot read image {path}: {cause}; remove or replace the file")
         self.path, self.cause = str(path), cause
 
+    def __reduce__(self):  # picklable, so that it crosses from a training process (fold_pool) intact
+        return type(self), (self.path, self.cause)
+
 
 def rgb_array(im: Image.Image) -> np.ndarray:
     return np.asarray(im.convert("RGB"))

@@ -142,6 +142,7 @@ class TrainParams(_Section):
     compile: Bool
     nproc_per_node: Annotated[Int, Field(ge=1)]
     sync_batchnorm: Bool
+    parallel_folds: Annotated[Int, Field(ge=1, le=64)]  # folds trained at once on a CPU (skinlesion/fold_pool.py)
     augment: AugmentParams
 
     @field_validator("folds")

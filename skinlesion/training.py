@@ -187,13 +187,13 @@ def _diverged(params: Params, fold: int, epoch: int, loss: float, step: int | No
 
 def train_one_epoch(model: nn.Module, loader: DataLoader, criterion: nn.Module, optimizer: torch.optim.Optimizer,
                     scheduler, scaler: torch.amp.GradScaler, *, device: torch.device, amp_dtype: torch.dtype | None,
-                    mixup_alpha: float, desc: str, grad_clip: float = 0.0) -> dict:
+                    mixup_alpha: float, desc: str, grad_clip: float = 0.0, progress_bar: bool = True) -> dict:
     """One pass over this rank's training batches: the summed loss, the images seen, the seconds.
     In one process a non-finite loss stops at its step (NonFiniteLoss); under DDP every rank
     finishes the epoch and train_fold stops them together on the summed loss."""
     model.train()
     started, seen, loss_sum = time.perf_counter(), 0, 0.0
-    bar = tqdm(loader, desc=desc, leave=False, disable=not distributed.is_main())
+    bar = tqdm(loader, desc=desc, leave=False, disable=not (progress_bar and distributed.is_main()))
     for step, (images, targets) in enumerate(bar, start=1):
         images = prepare_batch(images, device)
         targets = targets.to(device, non_blocking=True)
@@ -228,7 +228,8 @@ def validate(model: nn.Module, loader: DataLoader, criterion: nn.Module, device:
 
 
 def train_fold(train_frame: pd.DataFrame, val_frame: pd.DataFrame, params: Params, fold: int,
-               checkpoint_path: Path | None = None, cache: ImageCache | None = None) -> FoldResult:
+               checkpoint_path: Path | None = None, cache: ImageCache | None = None,
+               progress_bar: bool = True) -> FoldResult:
     """Train one fold; with `checkpoint_path`, save after every epoch and resume from a valid checkpoint.
     Images come from `cache` (the preprocess stage's decode-once cache), else are decoded here."""
     p, seed, world = params.train, params.seed + fold, distributed.world_size()
@@ -249,7 +250,8 @@ def train_fold(train_frame: pd.DataFrame, val_frame: pd.DataFrame, params: Param
         try:
             trained = train_one_epoch(train_model, data.train_loader, criterion, optimizer, scheduler, scaler,
                                       device=device, amp_dtype=amp_dtype, mixup_alpha=p.mixup_alpha,
-                                      desc=f"fold {fold} epoch {epoch}/{p.epochs}", grad_clip=p.grad_clip)
+                                      desc=f"fold {fold} epoch {epoch}/{p.epochs}", grad_clip=p.grad_clip,
+                                      progress_bar=progress_bar)
         except NonFiniteLoss as e:
             raise _diverged(params, fold, epoch, e.loss, e.step) from None
         loss_sum, seen, seconds = trained["loss_sum"], trained["seen"], trained["seconds"]

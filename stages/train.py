@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from skinlesion import atomic, calibration, cli, distributed, model, splitting
+from skinlesion import atomic, calibration, cli, distributed, fold_pool, model, splitting
 from skinlesion.cache import ImageCache
 from skinlesion.classes import CLASSES
 from skinlesion.device import pick_device
@@ -46,13 +46,20 @@ def train_folds(params) -> None:
     frame = splitting.read_splits()
     cv = frame[frame["fold"] != splitting.TEST]
     images = ImageCache("data/cache/ham10000", params.data.img_size)
-    results = {}
-    for fold in params.train.folds:
-        if distributed.is_main():
-            print(f"fold {fold}: {int((cv['fold'] != fold).sum())} training, {int((cv['fold'] == fold).sum())} "
-                  f"validation images", flush=True)
-        results[fold] = train_fold(cv[cv["fold"] != fold], cv[cv["fold"] == fold], params, fold,
-                                   checkpoint_path=CHECKPOINTS / f"fold{fold}.pt", cache=images)
+    jobs = [(fold, cv[cv["fold"] != fold], cv[cv["fold"] == fold]) for fold in params.train.folds]
+    if distributed.is_main():
+        for fold, train, val in jobs:
+            print(f"fold {fold}: {len(train)} training, {len(val)} validation images", flush=True)
+    if fold_pool.usable(params, pick_device(params.train.device), distributed.world_size()):
+        processes = min(params.train.parallel_folds, len(jobs))
+        print(f"training {len(jobs)} folds on the CPU, {processes} at a time (train.parallel_folds), "
+              f"each in a process of {fold_pool.THREADS_PER_FOLD} thread", flush=True)
+        results = fold_pool.train_folds_in_parallel(jobs, params, processes=processes,
+                                                    checkpoint_dir=CHECKPOINTS, cache=images)
+    else:
+        results = {fold: train_fold(train, val, params, fold, checkpoint_path=CHECKPOINTS / f"fold{fold}.pt",
+                                    cache=images)
+                   for fold, train, val in jobs}
     if not distributed.is_main():
         return
     # The temperature of each fold model, fitted on its own out-of-fold validation predictions.

@@ -115,3 +115,16 @@ def test_gpu_script_runs_every_benchmark_and_collects_the_json_lines(tmp_path):
     assert [r["benchmark"] for r in results] == ["train_throughput", "inference", "loader_throughput"]
     assert not any("error" in r for r in results)
     assert (tmp_path / "gpu_run.log").read_text().count("== ") >= 5
+
+
+@pytest.mark.slow
+def test_fold_parallelism_times_threads_against_one_thread_processes(capsys):
+    r = run_tiny("fold_parallelism", capsys)
+    assert (r["one_thread"]["processes"], r["one_thread"]["threads_each"]) == (1, 1)
+    assert r["threaded"]["processes"] == 1 and r["threaded"]["threads_each"] >= 1
+    (parallel,) = r["parallel"]
+    assert (parallel["processes"], parallel["threads_each"]) == (2, 1) and len(parallel["img_s_each"]) == 2
+    assert parallel["img_s_total"] == pytest.approx(sum(parallel["img_s_each"]), abs=0.05)
+    assert r["best_processes"] == 2 and all(x > 0 for x in parallel["img_s_each"])
+    assert r["speedup_over_threaded"] == pytest.approx(parallel["img_s_total"] / r["threaded"]["img_s_total"],
+                                                       rel=0.01)

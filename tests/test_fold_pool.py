@@ -1,0 +1,118 @@
+"""Folds trained at once in one-thread processes give the weights one-thread training in this
+process gives, in fold order, whatever the number of processes; a failing fold stops them all."""
+
+import multiprocessing
+import os
+import signal
+import threading
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from committed_params import committed_params
+from PIL import Image
+
+from skinlesion import fold_pool, training
+from skinlesion.classes import CLASSES
+from skinlesion.errors import DataError, TrainingError
+
+
+@pytest.fixture
+def frame(tmp_path) -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    rows = []
+    for k, dx in enumerate(CLASSES * 3):
+        path = tmp_path / f"{k}.png"
+        Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(path)
+        rows.append({"image_id": f"ISIC_{k:07d}", "path": str(path), "lesion_id": f"HAM_{k:07d}", "dx": dx,
+                     "fold": k % 3})
+    return pd.DataFrame(rows)
+
+
+def tiny_params(**train):
+    # timm's test_efficientnet: 0.1 M parameters, a fast stand-in for the B3
+    return committed_params({"data": {"img_size": 32}, "model": {"name": "test_efficientnet"},
+                             "train": {"folds": [0, 1, 2], "epochs": 2, "batch_size": 4, "device": "cpu",
+                                       "num_workers": 0, **train}})
+
+
+def jobs(frame):
+    return [(k, frame[frame["fold"] != k], frame[frame["fold"] == k]) for k in (0, 1, 2)]
+
+
+def weights(result: training.FoldResult) -> dict[str, np.ndarray]:
+    return {name: t.detach().numpy().copy() for name, t in result.model.state_dict().items()}
+
+
+def test_parallel_folds_train_the_weights_of_one_thread_in_this_process(frame, tmp_path):
+    params = tiny_params(parallel_folds=2)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        alone = {k: training.train_fold(train, val, params, k) for k, train, val in jobs(frame)}
+    finally:
+        torch.set_num_threads(threads)
+    for processes in (2, 3):
+        together = fold_pool.train_folds_in_parallel(jobs(frame), params, processes=processes,
+                                                     checkpoint_dir=tmp_path / f"ckpt{processes}")
+        assert list(together) == [0, 1, 2]
+        for k in (0, 1, 2):
+            assert together[k].history == alone[k].history
+            np.testing.assert_array_equal(together[k].val_logits, alone[k].val_logits)
+            mine, theirs = weights(alone[k]), weights(together[k])
+            assert mine.keys() == theirs.keys()
+            assert all(np.array_equal(mine[n], theirs[n]) for n in mine)
+        assert sorted(p.name for p in (tmp_path / f"ckpt{processes}").iterdir()) == ["fold0.pt", "fold1.pt",
+                                                                                     "fold2.pt"]
+    # The folds differ from each other: the comparison above is not of three copies of one model.
+    assert not np.array_equal(alone[0].val_logits[:3], alone[1].val_logits[:3])
+
+
+def test_a_failing_fold_raises_its_own_error_and_stops_the_others(frame, tmp_path):
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not a JPEG")
+    failing = frame.copy()
+    failing.loc[failing["fold"] == 1, "path"] = str(broken)  # fold 1's validation images, fold 0's training ones
+    params = tiny_params(epochs=50)  # the healthy fold would train for a while: it must be stopped, not awaited
+    with pytest.raises(DataError, match="broken.jpg"):
+        fold_pool.train_folds_in_parallel([(2, frame[frame["fold"] != 2], frame[frame["fold"] == 2]),
+                                           (1, failing[failing["fold"] != 1], failing[failing["fold"] == 1])],
+                                          params, processes=2)
+    assert multiprocessing.active_children() == []
+
+
+def test_a_killed_fold_process_gives_one_clear_error(frame):
+    params = tiny_params(epochs=50)
+    outcome = {}
+
+    def train():
+        try:
+            fold_pool.train_folds_in_parallel(jobs(frame), params, processes=2)
+        except TrainingError as e:
+            outcome["error"] = str(e)
+
+    trainer = threading.Thread(target=train)
+    trainer.start()
+    deadline = time.monotonic() + 60
+    while len(multiprocessing.active_children()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    os.kill(multiprocessing.active_children()[0].pid, signal.SIGKILL)  # as the kernel's OOM killer would
+    trainer.join(timeout=60)
+    assert not trainer.is_alive()
+    assert outcome["error"].startswith("a fold's training process died (killed, or out of memory")
+    assert "lower train.parallel_folds" in outcome["error"]
+    assert multiprocessing.active_children() == []
+
+
+@pytest.mark.parametrize("device, world, folds, parallel, expected", [
+    ("cpu", 1, [0, 1], 2, True),
+    ("cpu", 1, [0, 1], 1, False),   # one after another, as asked
+    ("cpu", 1, [0], 2, False),      # one fold: nothing to run at once
+    ("cuda", 1, [0, 1], 2, False),  # a GPU trains one model at a time at full speed
+    ("cpu", 2, [0, 1], 2, False),   # under DDP the ranks already share the fold
+])
+def test_parallel_folds_apply_on_one_cpu_process_only(device, world, folds, parallel, expected):
+    params = tiny_params(folds=folds, parallel_folds=parallel)
+    assert fold_pool.usable(params, torch.device(device), world) is expected
