@@ -19,6 +19,7 @@ they were.
 """
 
 import functools
+import os
 from pathlib import Path
 
 from skinlesion import atomic, cli, manifest
@@ -29,6 +30,7 @@ from skinlesion.params import load_params
 RAW = Path("data/raw")
 MANIFESTS = Path("data/manifests")
 DOWNLOADS = Path("data/downloads")  # verified downloads, kept across reruns; not a DVC output
+DEMO_WORKERS = os.cpu_count() or 1  # processes rendering demo images: the bytes are the same for any number
 
 
 def _limits(data) -> archives.Limits:
@@ -38,7 +40,7 @@ def _limits(data) -> archives.Limits:
 def ham10000_manifest(data, raw: Path = RAW / "ham10000"):
     """The HAM10000 manifest; what it extracts or generates goes into raw/."""
     if data.source == "demo":
-        demo_data.write_demo_ham10000(raw, n_lesions=data.demo_lesions, seed=data.demo_seed)
+        demo_data.write_demo_ham10000(raw, n_lesions=data.demo_lesions, seed=data.demo_seed, workers=DEMO_WORKERS)
         return sources.read_ham10000(raw)
     return routes.ham10000(data.ham10000_dir, raw, DOWNLOADS, limits=_limits(data))
 
@@ -47,7 +49,8 @@ def external_manifest(data, raw: Path = RAW / "external"):
     if data.external == "none":
         return sources.empty_manifest()
     if data.external == "demo":
-        demo_data.write_demo_unified(raw, n_images=data.demo_external_images, seed=data.demo_seed + 1)
+        demo_data.write_demo_unified(raw, n_images=data.demo_external_images, seed=data.demo_seed + 1,
+                                     workers=DEMO_WORKERS)
         return sources.read_unified(raw)
     return routes.unified(data.external_dir, data.external_split, raw, DOWNLOADS, limits=_limits(data))
 

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from skinlesion.acquire import demo_data
 from skinlesion.classes import CLASSES
 from skinlesion.acquire.demo_data import (
     _ARTIFACTS,
@@ -90,6 +91,24 @@ def test_unified_is_deterministic(unified, tmp_path):
     other = tmp_path / "other"
     write_demo_unified(other, n_images=35, seed=8, image_size=SIZE)
     assert _files(unified) != _files(other)
+
+
+def test_rendering_in_several_processes_writes_the_same_bytes(ham, unified, tmp_path):
+    # the download stage renders in one process per core: the data must not depend on the core count
+    write_demo_ham10000(tmp_path / "ham", n_lesions=N_LESIONS, seed=7, image_size=SIZE, workers=3)
+    write_demo_unified(tmp_path / "unified", n_images=35, seed=7, image_size=SIZE, workers=2)
+    assert _files(tmp_path / "ham") == _files(ham)
+    assert _files(tmp_path / "unified") == _files(unified)
+    assert len(_files(ham)) == 1 + 2 * len(_read_metadata(ham)) and len(_files(unified)) == 2 * 35
+
+
+def test_the_work_is_cut_into_contiguous_runs_in_order():
+    items = list(range(10))
+    assert demo_data._chunks(items, 1) == [items]
+    for workers in (2, 3, 16):
+        chunks = demo_data._chunks(items, workers)
+        assert [x for c in chunks for x in c] == items and all(chunks)
+        assert len(chunks) == min(len(items), 4 * workers)
 
 
 # --- Kaggle HAM10000 layout -------------------------------------------------------------------

@@ -50,8 +50,10 @@ import math
 import re
 import struct
 import zlib
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from functools import cached_property
+from multiprocessing import get_context
 from pathlib import Path
 from statistics import NormalDist
 
@@ -1174,31 +1176,29 @@ def _save_pair(image: Image.Image, mask: Image.Image, image_path: Path, mask_pat
     mask_path.write_bytes(mask_png(np.asarray(mask)))
 
 
-def write_demo_ham10000(root: Path, *, n_lesions: int, seed: int, image_size: tuple[int, int] = (300, 225),
-                        plan: list[tuple[str, int]] | None = None) -> None:
-    """Write a synthetic HAM10000 in the Kaggle layout plus the official lesion segmentations.
+def _in_processes(write_chunk, chunks: list, workers: int) -> list:
+    """write_chunk(chunk) for every chunk, in `workers` processes; the results in the chunks' order.
+    Every image is drawn from its own keyed generators, so the bytes do not depend on `workers`."""
+    if workers <= 1 or len(chunks) <= 1:
+        return [write_chunk(chunk) for chunk in chunks]
+    with ProcessPoolExecutor(max_workers=min(workers, len(chunks)), mp_context=get_context("spawn")) as pool:
+        return list(pool.map(write_chunk, chunks))
 
-    root/HAM10000_metadata.csv, root/HAM10000_images_part_{1,2}/ISIC_xxxxxxx.jpg,
-    root/HAM10000_segmentations_lesion_tschandl/ISIC_xxxxxxx_segmentation.png
 
-    plan: (dx, image count) per lesion, e.g. `ham10000_plan()` for the real proportions; its
-    length must be n_lesions. Default: the demo's class shares and images per lesion.
-    """
-    if plan is not None and len(plan) != n_lesions:
-        raise ValueError(f"plan has {len(plan)} lesions but n_lesions is {n_lesions}")
-    root = Path(root)
-    size = (int(image_size[0]), int(image_size[1]))
+def _chunks(items: list, workers: int) -> list[list]:
+    """Contiguous runs of items, a few per worker (images differ in cost: this evens the load)."""
+    n = max(1, min(len(items), 4 * workers if workers > 1 else 1))
+    bounds = [round(k * len(items) / n) for k in range(n + 1)]
+    return [items[a:b] for a, b in zip(bounds, bounds[1:]) if b > a]
+
+
+def _write_ham_lesions(records: list[_LesionRecord], *, root: Path, seed: int, size: tuple[int, int],
+                       first_part_2: int) -> list[dict]:
     domain = DOMAINS["ham"]
-    table = _ham_table(n_lesions, seed, plan)
-    n_images = sum(len(r.image_numbers) for r in table)
-    first_part_2 = FIRST_IMAGE_NUMBER + (n_images + 1) // 2
     parts = (root / "HAM10000_images_part_1", root / "HAM10000_images_part_2")
     mask_dir = root / "HAM10000_segmentations_lesion_tschandl"
-    for d in (*parts, mask_dir):
-        d.mkdir(parents=True, exist_ok=True)
-
     rows = []
-    for rec in table:
+    for rec in records:
         key = (seed, _LESION_STREAM, rec.index)
         lesion = sample_lesion(rec.dx, np.random.default_rng(key), key, domain)
         for j, number in enumerate(rec.image_numbers):
@@ -1209,6 +1209,31 @@ def write_demo_ham10000(root: Path, *, n_lesions: int, seed: int, image_size: tu
             _save_pair(image, mask, part / f"{image_id}.jpg", mask_dir / f"{image_id}_segmentation.png",
                        domain.jpeg_quality)
             rows.append({"lesion_id": rec.lesion_id, "image_id": image_id, "dx": rec.dx, **rec.clinical})
+    return rows
+
+
+def write_demo_ham10000(root: Path, *, n_lesions: int, seed: int, image_size: tuple[int, int] = (300, 225),
+                        plan: list[tuple[str, int]] | None = None, workers: int = 1) -> None:
+    """Write a synthetic HAM10000 in the Kaggle layout plus the official lesion segmentations.
+
+    root/HAM10000_metadata.csv, root/HAM10000_images_part_{1,2}/ISIC_xxxxxxx.jpg,
+    root/HAM10000_segmentations_lesion_tschandl/ISIC_xxxxxxx_segmentation.png
+
+    plan: (dx, image count) per lesion, e.g. `ham10000_plan()` for the real proportions; its
+    length must be n_lesions. Default: the demo's class shares and images per lesion.
+    workers: processes that render images; the files are the same bytes for any number.
+    """
+    if plan is not None and len(plan) != n_lesions:
+        raise ValueError(f"plan has {len(plan)} lesions but n_lesions is {n_lesions}")
+    root = Path(root)
+    size = (int(image_size[0]), int(image_size[1]))
+    table = _ham_table(n_lesions, seed, plan)
+    n_images = sum(len(r.image_numbers) for r in table)
+    for d in ("HAM10000_images_part_1", "HAM10000_images_part_2", "HAM10000_segmentations_lesion_tschandl"):
+        (root / d).mkdir(parents=True, exist_ok=True)
+    write_chunk = functools.partial(_write_ham_lesions, root=root, seed=seed, size=size,
+                                    first_part_2=FIRST_IMAGE_NUMBER + (n_images + 1) // 2)
+    rows = [row for chunk in _in_processes(write_chunk, _chunks(table, workers), workers) for row in chunk]
 
     with open(root / "HAM10000_metadata.csv", "w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=METADATA_COLUMNS, lineterminator="\n")
@@ -1217,19 +1242,20 @@ def write_demo_ham10000(root: Path, *, n_lesions: int, seed: int, image_size: tu
 
 
 def write_demo_unified(root: Path, *, n_images: int, seed: int, image_size: tuple[int, int] = (300, 225),
-                       split: str = "val", image_sizes: list[tuple[int, int]] | None = None) -> None:
+                       split: str = "val", image_sizes: list[tuple[int, int]] | None = None,
+                       workers: int = 1) -> None:
     """Write a synthetic external set in the unified layout (each image its own lesion).
 
     root/Unified_dataset/<split>/<dx>/UNI_xxxxxx.jpg and
     root/Unified_dataset_masks/<split>/<dx>/UNI_xxxxxx_segmentation.png, under domain shift.
     image_sizes: a mix of (width, height), image i taking image_sizes[i % len(image_sizes)] (the
     real set mixes sizes); default: every image at image_size.
+    workers: processes that render images; the files are the same bytes for any number.
     """
     if not re.fullmatch(r"[A-Za-z0-9_-]+", split):
         raise ValueError(f"split must be a plain folder name, got {split!r}")
     root = Path(root)
     size = (int(image_size[0]), int(image_size[1]))
-    domain = DOMAINS["unified"]
     total = sum(UNIFIED_VAL_COUNTS.values())
     shares = {c: max(UNIFIED_VAL_COUNTS[c] / total, UNIFIED_MIN_SHARE) for c in CLASSES}
     counts = _apportion(shares, n_images)
@@ -1240,12 +1266,20 @@ def write_demo_unified(root: Path, *, n_images: int, seed: int, image_size: tupl
     for dx in CLASSES:
         (image_root / dx).mkdir(parents=True, exist_ok=True)
         (mask_root / dx).mkdir(parents=True, exist_ok=True)
-    for i, (dx, number) in enumerate(zip(dxs, numbers)):
+    write_chunk = functools.partial(_write_unified_images, image_root=image_root, mask_root=mask_root, seed=seed,
+                                    size=size, image_sizes=image_sizes)
+    _in_processes(write_chunk, _chunks(list(enumerate(zip(dxs, (int(n) for n in numbers)))), workers), workers)
+
+
+def _write_unified_images(images: list[tuple[int, tuple[str, int]]], *, image_root: Path, mask_root: Path,
+                          seed: int, size: tuple[int, int], image_sizes: list[tuple[int, int]] | None) -> None:
+    domain = DOMAINS["unified"]
+    for i, (dx, number) in images:
         key = (seed, _UNI_LESION_STREAM, i)
         lesion = sample_lesion(dx, np.random.default_rng(key), key, domain)
         view = sample_view(np.random.default_rng([seed, _UNI_VIEW_STREAM, i]), domain)
         own_size = size if not image_sizes else tuple(int(x) for x in image_sizes[i % len(image_sizes)])
         image, mask = render_view(lesion, view, domain, own_size)
-        name = f"UNI_{int(number):06d}"
+        name = f"UNI_{number:06d}"
         _save_pair(image, mask, image_root / dx / f"{name}.jpg", mask_root / dx / f"{name}_segmentation.png",
                    domain.jpeg_quality)
