@@ -2,9 +2,9 @@
 
 Why: at the demo's 48 px a training step is many small convolutions, which a second thread barely
 speeds up, while a second process trains a second model at almost full speed. A model-only
-training step of B3 (48 px, batch 32) on 2 cores gave 39.5 img/s with two threads against 61 img/s
-for two one-thread processes together with AVX2 kernels, and 65 against 82 with AVX-512
-(benchmarks/fold_parallelism.py). One thread per process also fixes the arithmetic: a fold's
+training step of B3 (48 px, batch 32) on 2 cores gave 39.7 img/s with two threads against 67.9
+img/s for two one-thread processes together with AVX2 kernels, and 63.7 against 83.6 with AVX-512
+(benchmarks/fold_parallelism.py, BENCHMARKS.md). One thread per process also fixes the arithmetic: a fold's
 weights no longer depend on how many cores the machine has (torch's default thread count).
 
 Every fold is trained exactly as in one process (skinlesion.training.train_fold, with its own
