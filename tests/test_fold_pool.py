@@ -12,23 +12,17 @@ import pandas as pd
 import pytest
 import torch
 from committed_params import committed_params
-from PIL import Image
+from noise_images import noise_image_frame
 
 from skinlesion import fold_pool, training
-from skinlesion.classes import CLASSES
 from skinlesion.errors import DataError, TrainingError
 
 
 @pytest.fixture
 def frame(tmp_path) -> pd.DataFrame:
-    rng = np.random.default_rng(0)
-    rows = []
-    for k, dx in enumerate(CLASSES * 3):
-        path = tmp_path / f"{k}.png"
-        Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(path)
-        rows.append({"image_id": f"ISIC_{k:07d}", "path": str(path), "lesion_id": f"HAM_{k:07d}", "dx": dx,
-                     "fold": k % 3})
-    return pd.DataFrame(rows)
+    frame = noise_image_frame(tmp_path, per_class=3)
+    frame["fold"] = frame.index % 3
+    return frame
 
 
 def tiny_params(**train):

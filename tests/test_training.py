@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import torch
 from committed_params import committed_params
-from PIL import Image
+from noise_images import noise_image_frame
 
 from skinlesion import cli, training
 from skinlesion.classes import CLASSES
@@ -16,13 +16,7 @@ from skinlesion.errors import TrainingError
 
 @pytest.fixture
 def frame(tmp_path) -> pd.DataFrame:
-    rng = np.random.default_rng(0)
-    rows = []
-    for k, dx in enumerate(CLASSES * 2):
-        path = tmp_path / f"{k}.png"
-        Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(path)
-        rows.append({"image_id": f"ISIC_{k:07d}", "path": str(path), "lesion_id": f"HAM_{k:07d}", "dx": dx})
-    return pd.DataFrame(rows)
+    return noise_image_frame(tmp_path, per_class=2)
 
 
 class LossTurningNaN(training.FocalLoss):

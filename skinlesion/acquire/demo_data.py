@@ -1192,11 +1192,15 @@ def _chunks(items: list, workers: int) -> list[list]:
     return [items[a:b] for a, b in zip(bounds, bounds[1:]) if b > a]
 
 
+_HAM_IMAGE_FOLDERS = ("HAM10000_images_part_1", "HAM10000_images_part_2")
+_HAM_MASK_FOLDER = "HAM10000_segmentations_lesion_tschandl"
+
+
 def _write_ham_lesions(records: list[_LesionRecord], *, root: Path, seed: int, size: tuple[int, int],
                        first_part_2: int) -> list[dict]:
     domain = DOMAINS["ham"]
-    parts = (root / "HAM10000_images_part_1", root / "HAM10000_images_part_2")
-    mask_dir = root / "HAM10000_segmentations_lesion_tschandl"
+    parts = tuple(root / folder for folder in _HAM_IMAGE_FOLDERS)
+    mask_dir = root / _HAM_MASK_FOLDER
     rows = []
     for rec in records:
         key = (seed, _LESION_STREAM, rec.index)
@@ -1229,8 +1233,8 @@ def write_demo_ham10000(root: Path, *, n_lesions: int, seed: int, image_size: tu
     size = (int(image_size[0]), int(image_size[1]))
     table = _ham_table(n_lesions, seed, plan)
     n_images = sum(len(r.image_numbers) for r in table)
-    for d in ("HAM10000_images_part_1", "HAM10000_images_part_2", "HAM10000_segmentations_lesion_tschandl"):
-        (root / d).mkdir(parents=True, exist_ok=True)
+    for folder in (*_HAM_IMAGE_FOLDERS, _HAM_MASK_FOLDER):
+        (root / folder).mkdir(parents=True, exist_ok=True)
     write_chunk = functools.partial(_write_ham_lesions, root=root, seed=seed, size=size,
                                     first_part_2=FIRST_IMAGE_NUMBER + (n_images + 1) // 2)
     rows = [row for chunk in _in_processes(write_chunk, _chunks(table, workers), workers) for row in chunk]
