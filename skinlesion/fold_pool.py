@@ -36,18 +36,19 @@ def _one_thread() -> None:
 
 
 def _train(train_frame: pd.DataFrame, val_frame: pd.DataFrame, params: Params, fold: int,
-           checkpoint_path: Path | None, cache: ImageCache | None) -> FoldResult:
+           checkpoint_path: Path | None, cache: ImageCache | None, live_root: Path | None) -> FoldResult:
     # Several progress bars on one terminal garble each other; the per-epoch lines still print.
     return train_fold(train_frame, val_frame, params, fold, checkpoint_path=checkpoint_path, cache=cache,
-                      progress_bar=False)
+                      progress_bar=False, live_root=live_root)
 
 
 def train_folds_in_parallel(jobs: Iterable[tuple[int, pd.DataFrame, pd.DataFrame]], params: Params, *,
                             processes: int, checkpoint_dir: Path | None = None,
-                            cache: ImageCache | None = None) -> dict[int, FoldResult]:
+                            cache: ImageCache | None = None, live_root: Path | None = None) -> dict[int, FoldResult]:
     """Train each (fold, train_frame, val_frame) in up to `processes` worker processes of one
-    thread; {fold: FoldResult} in the jobs' order. The first fold that fails stops the others and
-    its error is raised here."""
+    thread; {fold: FoldResult} in the jobs' order. Each fold logs live to its own folder of
+    `live_root` (training_log.py), so folds trained at once never write the same file. The first
+    fold that fails stops the others and its error is raised here."""
     jobs = list(jobs)
     # spawn, not fork: a forked child would inherit this process's torch thread pools and locks.
     context = multiprocessing.get_context("spawn")
@@ -57,7 +58,7 @@ def train_folds_in_parallel(jobs: Iterable[tuple[int, pd.DataFrame, pd.DataFrame
     try:
         futures = {executor.submit(_train, train, val, params, fold,
                                    None if checkpoint_dir is None else Path(checkpoint_dir) / f"fold{fold}.pt",
-                                   cache): fold
+                                   cache, live_root): fold
                    for fold, train, val in jobs}
         done, _ = wait(futures, return_when=FIRST_EXCEPTION)
         failed = [f for f in done if f.exception() is not None]

@@ -33,6 +33,7 @@ from .errors import ParamsError, TrainingError
 from .params import Params
 from .prediction import eval_images, predict_logits
 from .sampling import sharded_sampler, weighted_sampler
+from .training_log import FoldLog, NoLog
 from .transforms import train_transform
 
 
@@ -229,9 +230,10 @@ def validate(model: nn.Module, loader: DataLoader, criterion: nn.Module, device:
 
 def train_fold(train_frame: pd.DataFrame, val_frame: pd.DataFrame, params: Params, fold: int,
                checkpoint_path: Path | None = None, cache: ImageCache | None = None,
-               progress_bar: bool = True) -> FoldResult:
+               progress_bar: bool = True, live_root: Path | None = None) -> FoldResult:
     """Train one fold; with `checkpoint_path`, save after every epoch and resume from a valid checkpoint.
-    Images come from `cache` (the preprocess stage's decode-once cache), else are decoded here."""
+    Images come from `cache` (the preprocess stage's decode-once cache), else are decoded here. With
+    `live_root`, rank 0 logs every epoch live with DVCLive in live_root/fold<k> (training_log.py)."""
     p, seed, world = params.train, params.seed + fold, distributed.world_size()
     seed_everything(seed)
     device = distributed.local_device(pick_device(p.device))
@@ -245,6 +247,8 @@ def train_fold(train_frame: pd.DataFrame, val_frame: pd.DataFrame, params: Param
 
     run_fingerprint = checkpoint.fingerprint(params, fold, data.train_set, data.val_set, world)
     progress = resume(checkpoint_path, run_fingerprint, stateful, fold, p.epochs)
+    log = FoldLog(live_root, fold) if live_root is not None and distributed.is_main() else NoLog()
+    log.replay(logged_rows(progress))
     for epoch in range(progress["epoch"] + 1, p.epochs + 1):
         seed_epoch(data, seed, epoch)
         try:
@@ -265,7 +269,7 @@ def train_fold(train_frame: pd.DataFrame, val_frame: pd.DataFrame, params: Param
         row = {"epoch": epoch, "train_loss": loss_sum / seen, "val_loss": val_loss,
                "val_balanced_accuracy": balanced_accuracy(labels, logits.argmax(axis=1)),
                "lr": optimizer.param_groups[0]["lr"]}  # no timings: the curves (and checkpoints) must rerun byte-identical
-        progress = end_epoch(progress, row, model)
+        progress = end_epoch(progress, row, model, images_per_second=seen / seconds)
         if checkpoint_path and distributed.is_main():
             checkpoint.save(checkpoint_path, {"fingerprint": run_fingerprint, **progress,
                                               **{name: obj.state_dict() for name, obj in stateful.items()}})
@@ -275,6 +279,8 @@ def train_fold(train_frame: pd.DataFrame, val_frame: pd.DataFrame, params: Param
             print(f"fold {fold} epoch {epoch}/{p.epochs}: train_loss {row['train_loss']:.4f}  "
                   f"val_loss {val_loss:.4f}  val_bal_acc {row['val_balanced_accuracy']:.4f}  "
                   f"({seen / seconds:.1f} img/s)", flush=True)
+        log.log_epoch(logged_rows(progress)[-1])  # after the checkpoint: a resumed run replays what it holds
+    log.close()
     return best_epoch_result(model, progress, params, data.val_loader, criterion, device)
 
 
@@ -286,22 +292,32 @@ def resume(path: Path | None, fingerprint: str, stateful: dict, fold: int, epoch
     state = checkpoint.load(path, fingerprint) if path and distributed.is_main() else None
     state = distributed.broadcast_object(state)
     if state is None:
-        return {"epoch": 0, "history": [], "best": {"val_balanced_accuracy": -1.0}, "best_state": None}
+        return {"epoch": 0, "history": [], "images_per_second": [], "best": {"val_balanced_accuracy": -1.0},
+                "best_state": None}
     for name, obj in stateful.items():
         obj.load_state_dict(state[name])
     if distributed.is_main():
         print(f"fold {fold}: resuming from the checkpoint after epoch {state['epoch']}/{epochs}", flush=True)
-    return {key: state[key] for key in ("epoch", "history", "best", "best_state")}
+    return {key: state[key] for key in ("epoch", "history", "images_per_second", "best", "best_state")}
 
 
-def end_epoch(progress: dict, row: dict, model: nn.Module) -> dict:
-    """The progress after an epoch: its row in the history, and the model's weights if it is the best."""
+def logged_rows(progress: dict) -> list[dict]:
+    """The epochs so far as the live log shows them: the history, with each epoch's speed."""
+    return [{**row, "images_per_second": speed} for row, speed in zip(progress["history"], progress["images_per_second"],
+                                                                      strict=True)]
+
+
+def end_epoch(progress: dict, row: dict, model: nn.Module, images_per_second: float) -> dict:
+    """The progress after an epoch: its row in the history, its speed (kept apart from the history,
+    which reruns identically), and the model's weights if it is the best."""
     best, best_state = progress["best"], progress["best_state"]
     if row["val_balanced_accuracy"] > best["val_balanced_accuracy"]:
         best = {"epoch": row["epoch"], "val_balanced_accuracy": row["val_balanced_accuracy"],
                 "val_loss": row["val_loss"]}
         best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
-    return {"epoch": row["epoch"], "history": [*progress["history"], row], "best": best, "best_state": best_state}
+    return {"epoch": row["epoch"], "history": [*progress["history"], row],
+            "images_per_second": [*progress["images_per_second"], images_per_second], "best": best,
+            "best_state": best_state}
 
 
 def best_epoch_result(model: nn.Module, progress: dict, params: Params, val_loader: DataLoader,

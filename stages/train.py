@@ -2,8 +2,9 @@
 
     python stages/train.py
 
-Output: models/fold<k>.safetensors + fold<k>.json (the model card), plots/train/fold<k>.csv
-(per-epoch curves), metrics/train.json (best validation epoch per fold).
+Output: models/fold<k>.safetensors + fold<k>.json (the model card), dvclive/fold<k>/ (the per-epoch
+curves, logged live with DVCLive while the fold trains: metrics.json holds the latest epoch,
+plots/metrics/*.tsv the curves), metrics/train.json (best validation epoch per fold).
 A checkpoint per fold in checkpoints/ lets a killed run resume. It is git-ignored and not a DVC
 output (see dvc.yaml): DVC leaves it alone between runs, and a finished fold's checkpoint makes a
 rerun with unchanged code, params and data skip to its end.
@@ -15,13 +16,12 @@ on two nodes (same code, params and data on both; K = 0 on node0, 1 on node1; th
 
     torchrun --nnodes 2 --node-rank K --nproc_per_node 8 --rdzv-endpoint node0:29500 stages/train.py
 
-Only rank 0 writes models/, plots/train, metrics/train.json and the checkpoints.
+Only rank 0 writes models/, dvclive/, metrics/train.json and the checkpoints.
 """
 
+import shutil
 import sys
 from pathlib import Path
-
-import pandas as pd
 
 from skinlesion import atomic, calibration, cli, distributed, fold_pool, model, splitting
 from skinlesion.cache import ImageCache
@@ -31,6 +31,7 @@ from skinlesion.params import as_dict, load_params
 from skinlesion.training import train_fold
 
 CHECKPOINTS = Path("checkpoints")
+LIVE = Path("dvclive")  # one DVCLive folder per fold (skinlesion/training_log.py)
 
 
 def main(args) -> None:
@@ -48,6 +49,8 @@ def train_folds(params) -> None:
     images = ImageCache("data/cache/ham10000", params.data.img_size)
     jobs = [(fold, cv[cv["fold"] != fold], cv[cv["fold"] == fold]) for fold in params.train.folds]
     if distributed.is_main():
+        # Curves of an earlier run, other folds included, go: a resumed fold replays its own from its checkpoint.
+        shutil.rmtree(LIVE, ignore_errors=True)
         for fold, train, val in jobs:
             print(f"fold {fold}: {len(train)} training, {len(val)} validation images", flush=True)
     if fold_pool.usable(params, pick_device(params.train.device), distributed.world_size()):
@@ -55,17 +58,17 @@ def train_folds(params) -> None:
         print(f"training {len(jobs)} folds on the CPU, {processes} at a time (train.parallel_folds), "
               f"each in a process of {fold_pool.THREADS_PER_FOLD} thread", flush=True)
         results = fold_pool.train_folds_in_parallel(jobs, params, processes=processes,
-                                                    checkpoint_dir=CHECKPOINTS, cache=images)
+                                                    checkpoint_dir=CHECKPOINTS, cache=images, live_root=LIVE)
     else:
         results = {fold: train_fold(train, val, params, fold, checkpoint_path=CHECKPOINTS / f"fold{fold}.pt",
-                                    cache=images)
+                                    cache=images, live_root=LIVE)
                    for fold, train, val in jobs}
     if not distributed.is_main():
         return
     # The temperature of each fold model, fitted on its own out-of-fold validation predictions.
     calibrations = {k: calibration.calibrate_fold(r.val_logits, r.val_labels) for k, r in results.items()}
 
-    with atomic.atomic_dir("models") as models, atomic.atomic_dir("plots/train") as curves:
+    with atomic.atomic_dir("models") as models:
         for fold, result in results.items():
             card = {
                 "architecture": params.model.name,
@@ -79,7 +82,6 @@ def train_folds(params) -> None:
                 **calibrations[fold],  # temperature, and the validation ECE before and after it
             }
             model.save(result.model, card, models, f"fold{fold}")
-            pd.DataFrame(result.history).to_csv(curves / f"fold{fold}.csv", index=False)
     atomic.write_json("metrics/train.json", {f"fold{k}": {**r.best, **calibrations[k]} for k, r in results.items()})
 
 

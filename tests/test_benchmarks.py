@@ -128,3 +128,9 @@ def test_fold_parallelism_times_threads_against_one_thread_processes(capsys):
     assert r["best_processes"] == 2 and all(x > 0 for x in parallel["img_s_each"])
     assert r["speedup_over_threaded"] == pytest.approx(parallel["img_s_total"] / r["threaded"]["img_s_total"],
                                                        rel=0.01)
+
+
+def test_live_logging_times_one_epoch_of_dvclive(capsys):
+    result = run_tiny("live_logging", capsys)
+    assert result["epochs"] == 5 and result["log_epoch_median_ms"] > 0 and result["open_ms"] > 0
+    assert result["log_epoch_p90_ms"] >= result["log_epoch_median_ms"]

@@ -131,4 +131,4 @@ def test_torchrun_ranks_end_with_identical_weights_and_only_rank0_writes(ddp_run
     assert records["1"]["writes"] == [] and records["launcher"]["writes"] == []
     assert records["launcher"]["samples"] == []  # the launcher only starts torchrun
     assert set(json.loads((root / "metrics/train.json").read_text())) == {"fold0"}
-    assert set(load_file(root / "models/fold0.safetensors")) and (root / "plots/train/fold0.csv").exists()
+    assert set(load_file(root / "models/fold0.safetensors")) and (root / "dvclive/fold0/metrics.json").exists()

@@ -1,12 +1,14 @@
 """The whole pipeline, `dvc repro` in a temporary clone, on a tiny config."""
 
 import json
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from pipeline_clone import make_clone, run
+from pipeline_clone import env, make_clone, run
 
 from skinlesion import metrics
 from skinlesion.classes import CLASSES, ISIC_COLUMNS
@@ -27,8 +29,11 @@ def test_repro_writes_every_output(clone):
     card = json.loads((clone / "models/fold0.json").read_text())
     assert card["classes"] == list(CLASSES) and card["img_size"] == 32 and card["architecture"] == "efficientnet_b3"
     assert sorted(p.name for p in (clone / "plots/gradcam").iterdir()) == sorted(f"{c}.png" for c in CLASSES)
-    curves = pd.read_csv(clone / "plots/train/fold1.csv")
-    assert list(curves.columns[:5]) == ["epoch", "train_loss", "val_loss", "val_balanced_accuracy", "lr"]
+    for fold in (0, 1):  # DVCLive's live curves, one folder per fold, one step per epoch (the config trains 1)
+        for name in ("train_loss", "val_loss", "val_balanced_accuracy", "lr", "images_per_second"):
+            curve = pd.read_csv(clone / f"dvclive/fold{fold}/plots/metrics/{name}.tsv", sep="\t")
+            assert list(curve.columns) == ["step", name] and curve["step"].tolist() == [1]
+        assert json.loads((clone / f"dvclive/fold{fold}/metrics.json").read_text())["step"] == 1
 
 
 def test_split_metrics_show_no_shared_lesion(clone):
@@ -81,10 +86,12 @@ def test_plots_show_draws_every_plot_on_one_page(clone):
                   "reliability"):
         for name in ("Internal test set", "External set"):
             assert f'"{name}, {title}' in page, (name, title)
-    assert "plots/train/fold0.csv" in page
+    for title in ("Training loss per fold", "Validation loss per fold", "Validation balanced accuracy per fold",
+                  "Learning rate", "Training speed per fold"):
+        assert title in page, title
     images = {p.name for p in (out / "static").iterdir()}
     assert {"workspace_plots_eval_reliability.png", "workspace_plots_eval_embedding.png"} <= images
-    assert page.count('"title": {"text": "plots/train/fold0.csv"') == 1  # each curve drawn once
+    assert page.count('"title": {"text": "Training loss per fold') == 1  # each curve drawn once
 
 
 def test_exp_show_lists_the_headline_numbers(clone):
@@ -108,3 +115,38 @@ def test_changing_tta_reruns_evaluate_but_never_train(clone):
     assert "Running stage 'train'" not in out and "Running stage 'download'" not in out
     report = json.loads((clone / "metrics/eval.json").read_text())
     assert report["tta"] == "none"
+
+
+def live_steps(repo: Path) -> dict[str, int] | None:
+    """The latest DVCLive step of each fold in the workspace row of `dvc exp show --json`, as a user
+    would read it from a second terminal; None while exp show cannot answer."""
+    shown = subprocess.run([sys.executable, "-m", "dvc", "exp", "show", "--json"], cwd=repo, env=env(),
+                           capture_output=True, text=True, timeout=120)
+    if shown.returncode != 0:
+        return None
+    workspace = next(row for row in json.loads(shown.stdout) if row["rev"] == "workspace")
+    files = workspace["data"]["metrics"]
+    return {name: files[name]["data"]["step"] for name in ("dvclive/fold0/metrics.json", "dvclive/fold1/metrics.json")
+            if "step" in files.get(name, {}).get("data", {})}
+
+
+def test_exp_show_follows_a_running_experiment_epoch_by_epoch(clone):
+    epochs = 6
+    run_ = subprocess.Popen([sys.executable, "-m", "dvc", "exp", "run", "-S", f"train.epochs={epochs}"], cwd=clone,
+                            env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    seen = []
+    try:
+        deadline = time.monotonic() + 600
+        while run_.poll() is None and time.monotonic() < deadline:
+            steps = live_steps(clone)
+            if steps:
+                seen.append(steps)
+            time.sleep(0.5)
+        out, _ = run_.communicate(timeout=60)
+    finally:
+        if run_.poll() is None:
+            run_.kill()
+    assert run_.returncode == 0, out[-3000:]
+    assert "Running stage 'train'" in out
+    assert any(0 < step < epochs for steps in seen for step in steps.values()), seen  # seen while it trained
+    assert live_steps(clone) == {"dvclive/fold0/metrics.json": epochs, "dvclive/fold1/metrics.json": epochs}
