@@ -40,6 +40,10 @@ LABELS = {"balanced_accuracy": "balanced accuracy", "macro_auc": "macro AUC", "e
 LEVEL = 0.95
 DEFAULT_RESAMPLES = 1000
 DEFAULT_SEED = 0
+# Past this many resamples the interval's Monte Carlo error is a small fraction of its width; the
+# bound keeps a typo (a few zeros too many) from running for hours.
+MAX_RESAMPLES = 100_000
+MAX_SEED = 2**32 - 1
 
 
 class CompareError(Exception):
@@ -194,6 +198,16 @@ def _metric_entry(metric: str, a: float | None, b: float | None, interval: dict[
     return {"a": a, "b": b, "difference": b - a, "ci95": interval, "better": verdict(metric, **interval)}
 
 
+def _same_commit_note(a: Side, b: Side) -> str | None:
+    """Comparing a commit with itself is allowed (the null comparison: every difference is exactly
+    0), but said, since it is also what comparing `main` with `HEAD` after an uncommitted run gives."""
+    if a.commit is None or a.commit != b.commit:
+        return None
+    return (f"A and B are one commit ({a.commit[:7]}), so every difference is exactly 0. compare reads "
+            "committed runs only, never the workspace: to compare a new run, commit it or run it as an "
+            "experiment (`dvc exp run`)")
+
+
 def compare(a: Side, b: Side, *, n_resamples: int = DEFAULT_RESAMPLES, seed: int = DEFAULT_SEED) -> dict:
     """The comparison of every set that both sides predicted, as a JSON-ready dict."""
     common = [name for name in a.sets if name in b.sets]
@@ -212,7 +226,7 @@ def compare(a: Side, b: Side, *, n_resamples: int = DEFAULT_RESAMPLES, seed: int
     if not paired:  # refuses before any work
         raise next(iter(refused.values()))
     report = {"a": {"rev": a.rev, "commit": a.commit}, "b": {"rev": b.rev, "commit": b.commit},
-              "resamples": n_resamples, "seed": seed, "level": LEVEL, "sets": {},
+              "resamples": n_resamples, "seed": seed, "level": LEVEL, "note": _same_commit_note(a, b), "sets": {},
               "skipped": {**{n: "only at A" for n in a.sets if n not in b.sets},
                           **{n: "only at B" for n in b.sets if n not in a.sets},
                           **{n: f"for different images: {e}" for n, e in refused.items()}}}
@@ -234,7 +248,8 @@ def compare(a: Side, b: Side, *, n_resamples: int = DEFAULT_RESAMPLES, seed: int
 def format_report(report: dict) -> str:
     a, b = report["a"], report["b"]
     label = {"A": describe(a["rev"], a["commit"]), "B": describe(b["rev"], b["commit"])}
-    lines = [f"A = {label['A']}", f"B = {label['B']}",
+    note = [f"note: {report['note']}"] if report.get("note") else []
+    lines = [f"A = {label['A']}", f"B = {label['B']}", *note,
              f"B - A with a paired lesion-level bootstrap {round(report['level'] * 100)}% interval "
              f"({report['resamples']} resamples, seed {report['seed']})", ""]
     header = f"  {'':<22} {'A':>8} {'B':>8} {'B - A':>9}   {'95% interval':<20}  verdict"
@@ -255,21 +270,34 @@ def format_report(report: dict) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
+def _int_in(low: int, high: int, why: str = ""):
+    """An argparse type: an integer in [low, high], else argparse's one message and exit 2."""
+    allowed = f"give an integer from {low:,} to {high:,}" + (f" ({why})" if why else "")
+
+    def parse(text: str) -> int:
+        try:
+            number = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer; {allowed}") from None
+        if not low <= number <= high:
+            raise argparse.ArgumentTypeError(f"{number} is out of range; {allowed}")
+        return number
+    return parse
+
+
 def main(argv: list[str] | None = None, load=load_side) -> int:
     """The command line; `load(rev, repo)` reads one side (replaceable in tests)."""
     parser = argparse.ArgumentParser(prog="python -m skinlesion.compare", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("a", metavar="A", help="the baseline: a git revision or a DVC experiment name")
     parser.add_argument("b", metavar="B", help="the candidate: a git revision or a DVC experiment name")
-    parser.add_argument("--resamples", type=int, default=DEFAULT_RESAMPLES,
-                        help=f"bootstrap resamples (default {DEFAULT_RESAMPLES})")
-    parser.add_argument("--seed", type=int, default=DEFAULT_SEED,
+    parser.add_argument("--resamples", type=_int_in(1, MAX_RESAMPLES),
+                        default=DEFAULT_RESAMPLES, help=f"bootstrap resamples (default {DEFAULT_RESAMPLES})")
+    parser.add_argument("--seed", type=_int_in(0, MAX_SEED, "numpy's seeds are 32-bit"), default=DEFAULT_SEED,
                         help=f"seed of the resampling (default {DEFAULT_SEED}): the same seed, the same intervals")
     parser.add_argument("--json", action="store_true", help="print the comparison as JSON")
     parser.add_argument("--repo", default=".", help="the repository (default: the current folder)")
     args = parser.parse_args(argv)
-    if args.resamples < 1:
-        parser.error("--resamples must be at least 1")
     try:
         report = compare(load(args.a, args.repo), load(args.b, args.repo), n_resamples=args.resamples,
                          seed=args.seed)

@@ -294,6 +294,39 @@ class _BoundedLoader(yaml.SafeLoader):
             raise ParamsError(f"more than {MAX_NODES:,} values once its YAML aliases (*name) are expanded "
                               "(params.yaml needs about 150); write the values out")
 
+    def construct_document(self, node):
+        self._refuse_duplicate_keys(node, "", set())
+        return super().construct_document(node)
+
+    def _refuse_duplicate_keys(self, node, path: str, seen: set[int]) -> None:
+        """PyYAML keeps the last of two equal keys in one mapping without a word (DVC refuses the
+        file): refuse them, naming the dotted key and both lines. Keys compare as constructed values,
+        as PyYAML's dict would, so `1` and `0x1` are one key; merge keys (`<<: *base`) override on
+        purpose and are left alone. An alias is one node however often it is used: visited once."""
+        if id(node) in seen:
+            return
+        seen.add(id(node))
+        if isinstance(node, yaml.SequenceNode):
+            for index, item in enumerate(node.value):
+                self._refuse_duplicate_keys(item, f"{path}[{index}]", seen)
+        elif isinstance(node, yaml.MappingNode):
+            first_line: dict[Any, int] = {}
+            for key_node, value_node in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                if isinstance(key_node, yaml.ScalarNode):
+                    key = self.construct_object(key_node)
+                    name = key if isinstance(key, str) else _show(key)
+                    dotted = _clip(f"{path}.{name}" if path else name, 120)
+                    line = key_node.start_mark.line + 1
+                    if key in first_line:
+                        raise ParamsError(f"{dotted} is set twice, on lines {first_line[key]} and {line}; keep one "
+                                          "(DVC refuses such a file, and a stage run on its own would take the last)")
+                    first_line[key] = line
+                else:  # a list or mapping as a key: PyYAML or the schema refuses it
+                    dotted = f"{path}.?" if path else "?"
+                self._refuse_duplicate_keys(value_node, dotted, seen)
+
 
 def _read_yaml(path: Path) -> Any:
     try:

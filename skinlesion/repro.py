@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 from pathlib import Path
 
 import yaml
+
+from . import revisions
+from .errors import RevisionError
 
 # Stage outputs that must be bit-exact on every machine.
 EXACT_STAGES = ("download",)
@@ -41,11 +43,13 @@ TOLERANCES: dict[tuple[str, str], float] = {
 }
 
 
-def git_show(rev: str, path: str, repo: Path) -> str:
-    result = subprocess.run(["git", "show", f"{rev}:{path}"], cwd=repo, capture_output=True, text=True)
-    if result.returncode != 0:
-        raise FileNotFoundError(f"{path} is not in git at {rev!r}: {result.stderr.strip()}")
-    return result.stdout
+def committed_text(rev: str, commit: str, path: str, repo: Path) -> str:
+    """A file as committed at `commit` (what `rev` resolves to)."""
+    try:
+        return revisions.read_text(commit, path, repo)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path} is not in git at {rev!r} ({commit[:7]}): check against a revision "
+                                "where the pipeline ran and dvc.lock and the metrics were committed") from None
 
 
 def stage_out_hashes(lock_text: str, stage: str) -> dict[str, str]:
@@ -63,15 +67,16 @@ def dotted(data: dict, key: str):
 def check(repo: Path, against: str) -> list[dict]:
     """One row per checked item: what, expected, got, allowed difference, ok."""
     rows = []
+    commit = revisions.resolve(against, repo, argument="--against")
     workspace_lock = (repo / "dvc.lock").read_text()
-    committed_lock = git_show(against, "dvc.lock", repo)
+    committed_lock = committed_text(against, commit, "dvc.lock", repo)
     for stage in EXACT_STAGES:
         want, got = stage_out_hashes(committed_lock, stage), stage_out_hashes(workspace_lock, stage)
         for path, md5 in sorted(want.items()):
             rows.append({"what": f"{stage}: {path}", "expected": md5, "got": got.get(path, "missing"),
                          "tolerance": "bit-exact", "ok": got.get(path) == md5})
     for (path, key), tolerance in TOLERANCES.items():
-        want = dotted(json.loads(git_show(against, path, repo)), key)
+        want = dotted(json.loads(committed_text(against, commit, path, repo)), key)
         got = dotted(json.loads((repo / path).read_text()), key)
         rows.append({"what": f"{path}: {key}", "expected": round(want, 4), "got": round(got, 4),
                      "tolerance": f"±{tolerance}", "ok": abs(got - want) <= tolerance})
@@ -81,12 +86,13 @@ def check(repo: Path, against: str) -> list[dict]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m skinlesion.repro", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--against", default="HEAD", help="the git revision to compare with (default: HEAD)")
+    parser.add_argument("--against", default="HEAD",
+                        help="the git revision or DVC experiment to compare with (default: HEAD)")
     parser.add_argument("--repo", default=".", help="the repository (default: the current folder)")
     args = parser.parse_args(argv)
     try:
         rows = check(Path(args.repo), args.against)
-    except (FileNotFoundError, KeyError) as e:
+    except (FileNotFoundError, KeyError, RevisionError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     width = max(len(r["what"]) for r in rows)

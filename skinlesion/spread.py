@@ -26,15 +26,32 @@ HEADLINE = ("internal.balanced_accuracy", "internal.macro_auc", "external.balanc
 EVAL_METRICS = "metrics/eval.json"
 
 
-def read_metrics(rev: str, repo: Path) -> dict:
-    """metrics/eval.json at a git revision or DVC experiment (metrics are committed to git)."""
-    from dvc.scm import SCM
-
-    sha = revisions.resolve(rev, repo)  # a RevisionError is a LookupError: main reports both alike
+def read_metrics(rev: str, repo: Path, commit: str | None = None) -> dict:
+    """metrics/eval.json at a git revision or DVC experiment (metrics are committed to git);
+    `commit`: the sha `rev` resolves to, when already known."""
+    sha = commit or revisions.resolve(rev, repo)  # a RevisionError is a LookupError: main reports both alike
     try:
-        return json.loads(SCM(str(repo)).get_fs(sha).read_text(EVAL_METRICS))
+        return json.loads(revisions.read_text(sha, EVAL_METRICS, repo))
     except FileNotFoundError:
         raise LookupError(f"{rev!r} has no {EVAL_METRICS}; run the pipeline there first") from None
+
+
+def distinct_runs(revs: list[str], repo: Path) -> tuple[dict[str, str], list[str]]:
+    """{first name given: commit} over the distinct commits of `revs`, every one resolved before any
+    is read, and a note for each name that repeats a commit already given. A commit counts once:
+    the same run twice would shrink the sd as if it had been replicated."""
+    runs: dict[str, str] = {}
+    first_name: dict[str, str] = {}
+    notes = []
+    for rev in revs:
+        sha = revisions.resolve(rev, repo)
+        if sha in first_name:
+            same = "given twice" if rev == first_name[sha] else f"the same commit as {first_name[sha]!r}"
+            notes.append(f"{rev!r} is {same} ({sha[:7]}): counted once")
+            continue
+        first_name[sha] = rev
+        runs[rev] = sha
+    return runs, notes
 
 
 def value(metrics: dict, key: str) -> float | None:
@@ -65,11 +82,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repo", default=".", help="the repository (default: the current folder)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = parser.parse_args(argv)
+    repo = Path(args.repo)
     try:
-        runs = {rev: read_metrics(rev, Path(args.repo)) for rev in args.revs}
+        commits, notes = distinct_runs(args.revs, repo)
+        runs = {rev: read_metrics(rev, repo, sha) for rev, sha in commits.items()}
     except LookupError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    for note in notes:  # on stderr, so that --json's output stays one JSON document
+        print(f"note: {note}", file=sys.stderr)
     table = summarise(runs)
     if args.json:
         print(json.dumps(table, indent=2))

@@ -1,6 +1,7 @@
 """Hostile params files end in one ParamsError naming the problem, never in a traceback from numpy,
 scikit-learn, OpenCV or the YAML reader, and never in a NaN model."""
 
+import json
 import math
 import os
 import subprocess
@@ -188,6 +189,28 @@ def test_any_bytes_give_params_error(tmp_path_factory, data):
     path.write_bytes(data)
     with pytest.raises(ParamsError):
         load_params(path)
+
+
+def _line_of(lines: list[str], path: tuple) -> int:
+    """The index of the line that sets `path` in safe_dump's block style (two spaces a level)."""
+    at = -1
+    for depth, key in enumerate(path):
+        at = next(i for i in range(at + 1, len(lines)) if lines[i].startswith(f"{'  ' * depth}{key}:"))
+    return at
+
+
+@settings(max_examples=50, deadline=None)
+@given(path=st.sampled_from(KEYS), value=st.integers() | st.booleans() | st.text(max_size=10))
+def test_any_key_set_twice_is_refused_with_both_lines(tmp_path_factory, path, value):
+    # The second setting goes before the first: the original value may be a whole section.
+    lines = yaml.safe_dump(committed_raw(), sort_keys=False).splitlines()
+    at = _line_of(lines, path)
+    lines.insert(at, f"{'  ' * (len(path) - 1)}{path[-1]}: {json.dumps(value)}")
+    file = tmp_path_factory.mktemp("twice") / "params.yaml"
+    file.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ParamsError) as e:
+        load_params(file)
+    assert str(e.value).startswith(f"{file}: {'.'.join(path)} is set twice, on lines {at + 1} and {at + 2}; ")
 
 
 # The split stage knows how many lesions there are; the schema does not.

@@ -59,4 +59,4 @@ def test_other_demo_data_bytes_fail_whatever_the_metrics(tmp_path, capsys):
 def test_unknown_revision_is_one_message(tmp_path, capsys):
     repo = _repo(tmp_path)
     assert repro.main(["--repo", str(repo), "--against", "no-such-rev"]) == 2
-    assert "not in git at 'no-such-rev'" in capsys.readouterr().err
+    assert "cannot resolve revision 'no-such-rev'" in capsys.readouterr().err
