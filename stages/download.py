@@ -12,6 +12,9 @@ Zips unpack within data.max_* (skinlesion/acquire/archives.py). Every image is d
 data/manifests/{ham10000,external}.csv, data/manifests/official_split.csv (the source's own split:
 DermaMNIST's; empty for the others), metrics/download.json.
 
+A local copy (data.ham10000_dir, data.external_dir, data.dermamnist_path) inside any pipeline output
+is refused before any work: the stage replaces its outputs, and `dvc repro` removes them first.
+
 All of it is built in temporary folders beside the outputs and checked first (metadata rows
 against images, every image decoded, the manifests validated); only then do the new folders
 replace data/raw/* and data/manifests, by renames. On any failure the previous outputs stay as
@@ -31,6 +34,14 @@ RAW = Path("data/raw")
 MANIFESTS = Path("data/manifests")
 DOWNLOADS = Path("data/downloads")  # verified downloads, kept across reruns; not a DVC output
 DEMO_WORKERS = os.cpu_count() or 1  # processes rendering demo images: the bytes are the same for any number
+# The params that name a local copy: (where the refusal suggests it go, whether its reader searches
+# below its top level: HAM10000's image folders at any depth, Unified_dataset/ one folder down; a
+# DermaMNIST folder is only looked into for its npz file).
+LOCAL_COPIES = {
+    "ham10000_dir": ("data/local/ham10000", True),
+    "external_dir": ("data/local/unified", True),
+    "dermamnist_path": ("data/local/dermamnist.npz", False),
+}
 
 
 def _limits(data) -> archives.Limits:
@@ -69,14 +80,22 @@ def drop_bad_images(frame, name: str, policy: str, require_all_classes: bool, sh
     return manifest.validate(kept, what=name, require_all_classes=require_all_classes), [shown(p) for p, _ in bad]
 
 
+def refuse_copies_in_outputs(data) -> None:
+    """Every local copy that is set, whatever the source: a copy kept in an output is deleted by any
+    run that writes that output, the demo's too."""
+    for key, (safe_place, searched_below) in LOCAL_COPIES.items():
+        routes.refuse_copy_in_outputs(f"data.{key}", getattr(data, key), safe_place, searched_below)
+
+
 def main(args) -> None:
     params = load_params(args.params)
+    refuse_copies_in_outputs(params.data)
     finals = (RAW / "ham10000", RAW / "external")
     with atomic.replaced_together(*finals, MANIFESTS) as (*staged, manifests):
         official = dermamnist.empty_split()
         if params.data.source == "dermamnist":
             ham, official = dermamnist.read(params.data.dermamnist_path, params.data.dermamnist_size, staged[0],
-                                            DOWNLOADS)
+                                            DOWNLOADS, limits=_limits(params.data))
             if params.data.external == "demo":
                 print(dermamnist.SYNTHETIC_EXTERNAL_NOTE)
         else:

@@ -266,8 +266,8 @@ def test_dvc_repro_on_dermamnist_with_the_official_split(tmp_path):
     card = json.loads((clone / "models/fold0.json").read_text())
     assert card["data_source"] == "dermamnist" and card["img_size"] == 28 and "temperature" in card
     assert sorted(p.name for p in (clone / "models").iterdir()) == ["fold0.json", "fold0.safetensors"]
-    curves = pd.read_csv(clone / "plots/train/fold0.csv")
-    assert list(curves["epoch"]) == [1, 2] and np.isfinite(curves["train_loss"]).all()
+    curves = pd.read_csv(clone / "dvclive/fold0/plots/metrics/train_loss.tsv", sep="\t")
+    assert list(curves["step"]) == [1, 2] and np.isfinite(curves["train_loss"]).all()
     train = json.loads((clone / "metrics/train.json").read_text())["fold0"]
     # the best epoch and the temperature come from the official val set (14 images)
     assert train["epoch"] in (1, 2) and train["temperature"] == card["temperature"] > 0

@@ -27,6 +27,9 @@ CHUNK = 1 << 20
 RATIO_FROM_BYTES = 1 << 20
 # bzip2 and LZMA members can inflate one read into gigabytes of memory; the datasets use deflate.
 METHODS = {zipfile.ZIP_STORED: "stored", zipfile.ZIP_DEFLATED: "deflate"}
+# General-purpose flag bits that zipfile cannot read without a password or at all (encryption, strong
+# encryption, patched data): no dataset zip uses them.
+UNREADABLE_FLAGS = 1 << 0 | 1 << 5 | 1 << 6
 
 
 @dataclass(frozen=True)
@@ -69,6 +72,9 @@ def check(archive: Path, members: list[zipfile.ZipInfo], kept: list[zipfile.ZipI
             raise DataError(f"{archive}: unsafe member {m.filename!r} (absolute path, '..' or link) would be "
                             f"written outside the target; {refused}")
     for m in kept:
+        if m.flag_bits & UNREADABLE_FLAGS:
+            raise DataError(f"{archive}: member {m.filename!r} is encrypted or uses zip features (flags "
+                            f"0x{m.flag_bits:04x}) that cannot be read; {refused}. Re-zip it without a password")
         if m.compress_type not in METHODS:
             raise DataError(f"{archive}: member {m.filename!r} is compressed with method {m.compress_type}; only "
                             f"{' and '.join(METHODS.values())} are accepted; {refused}. Re-zip it with plain deflate")

@@ -16,11 +16,22 @@ download (imported only here, needs internet; not a requirement of this project)
 writes every image as a lossless PNG (data/raw/ham10000/dermamnist/<split>/<index>.png, image ids
 like `dermamnist_test_00042`) and the canonical manifest, so every later stage runs unchanged,
 plus the official split (image_id, split) for the split stage.
+
+An npz file is a zip of .npy arrays, and an .npy header declares its array's shape and dtype: a
+hostile or damaged file can declare billions of images in a few bytes. So the zip is checked
+within the data.max_* limits (archives.py), then every array's header (shape, dtype, count, image
+side, byte size), and only then are the arrays read.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import io
 import os
+import sys
+import tokenize
+import zipfile
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -31,12 +42,19 @@ from PIL import Image
 from .. import atomic
 from ..classes import CLASSES
 from ..manifest import COLUMNS, DataError, validate
+from . import archives
 
 Log = Callable[[str], None]
 
 SPLITS = ("train", "val", "test")  # MedMNIST's split names, in its order
 SIZES = (28, 64, 128, 224)  # the published image sides (28: MedMNIST v2; the others: MedMNIST+)
 OFFICIAL_SIZES = {"train": 7007, "val": 1003, "test": 2005}
+HAM10000_IMAGES = 10_015  # DermaMNIST is HAM10000, every image once, at any size
+# A genuine file holds HAM10000's images and no more. Twice that still reads a modified or extended
+# copy, while a header declaring millions is refused before anything is allocated (at 224 px, this
+# many images take 3 GB of memory).
+MAX_IMAGES = 2 * HAM10000_IMAGES
+NPY_HEADER_BYTES = 1 << 16  # read to parse a header: numpy itself refuses one of over 10,000 characters
 SPLIT_COLUMNS = ("image_id", "split")  # the official split file the split stage reads
 FOLDER = "dermamnist"  # under the training set's raw folder
 
@@ -47,6 +65,8 @@ SYNTHETIC_EXTERNAL_NOTE = (
     "note: data.external=demo with DermaMNIST scores a model trained on real thumbnails on the synthetic "
     "external set, another domain at another resolution: its scores are a smoke test of the "
     "pipeline, not a measure of domain shift; data.external=none is the natural pairing")
+HOW_AGAIN = ("this is not a DermaMNIST file, or a damaged one: download it again from "
+             "https://zenodo.org/records/10519652 (or delete data/downloads/medmnist/ for the medmnist route)")
 HOW_MEDMNIST = "pip install medmnist, with internet access to zenodo.org (the file is 19 MB at 28 px)"
 
 
@@ -59,46 +79,115 @@ def image_id(split: str, index: int) -> str:
     return f"dermamnist_{split}_{index:05d}"
 
 
-def load_npz(path: str | Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """{split: (images (N, S, S, 3) uint8, labels (N,) int64)}, after checking every key, shape,
-    dtype, count and label; any problem is one DataError naming it."""
-    path = Path(path)
+def npz_limits(limits: archives.Limits) -> archives.Limits:
+    """The zip limits for an npz. One of its members is a whole split's array, not one image: the
+    per-member limit, sized for one image file, would refuse the real 128 and 224 px files (their
+    train_images are 7,007 x 128 x 128 x 3 = 344 MB and 1.05 GB), so it is lifted and the archive's
+    total limit bounds each member; the npy headers bound them exactly."""
+    return dataclasses.replace(limits, max_member_bytes=sys.maxsize)
+
+
+def _npy_header(zf: zipfile.ZipFile, info: zipfile.ZipInfo, where: str) -> tuple[tuple, np.dtype, int]:
+    """(shape, dtype, bytes of data after the header) of one .npy member, from its first bytes only."""
+    with zf.open(info) as member:
+        head = io.BytesIO(member.read(NPY_HEADER_BYTES))
     try:
-        with np.load(path, allow_pickle=False) as npz:
-            arrays = {key: npz[key] for key in npz.files}
-    except (OSError, ValueError, EOFError) as e:
-        raise DataError(f"{path}: not a readable npz file ({e}); {HOW_LOCAL}") from None
-    if not isinstance(arrays, dict) or not arrays:
-        raise DataError(f"{path}: an empty npz file; {HOW_LOCAL}")
-    expected = [f"{s}_{kind}" for s in SPLITS for kind in ("images", "labels")]
-    missing = [k for k in expected if k not in arrays]
-    if missing:
-        raise DataError(f"{path}: expected MedMNIST's keys {expected}; missing {missing}, found {sorted(arrays)}. "
-                        "Is this a DermaMNIST npz file?")
-    out, side = {}, None
+        version = np.lib.format.read_magic(head)
+        if version == (1, 0):
+            shape, _, dtype = np.lib.format.read_array_header_1_0(head)
+        elif version == (2, 0):
+            shape, _, dtype = np.lib.format.read_array_header_2_0(head)
+        else:
+            raise ValueError(f"npy format version {version[0]}.{version[1]}, not 1.0 or 2.0")
+    except (ValueError, SyntaxError, tokenize.TokenError) as e:  # numpy parses the header as a Python literal
+        raise DataError(f"{where} has no readable npy header ({type(e).__name__}: {e}); {HOW_AGAIN}") from None
+    return shape, dtype, info.file_size - head.tell()
+
+
+def _array_bytes(where: str, shape: tuple, dtype: np.dtype, data_bytes: int) -> None:
+    """Refuse an array whose data is not the size its header declares (before it is read)."""
+    declared = int(np.prod(shape, dtype=object)) * dtype.itemsize
+    if declared != data_bytes:
+        raise DataError(f"{where}: its header declares {shape} {dtype}, {declared:,} bytes, but it holds "
+                        f"{data_bytes:,}; {HOW_AGAIN}")
+
+
+def _check_headers(path: Path, headers: dict[str, tuple[tuple, np.dtype, int]], size: int) -> None:
+    """Every shape, dtype, count, side and byte size, from the headers: one DataError naming the array."""
+    side, total = None, 0
     for split in SPLITS:
-        images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
+        shape, dtype, data_bytes = headers[f"{split}_images"]
+        lshape, ldtype, ldata_bytes = headers[f"{split}_labels"]
         where = f"{path}: {split}_images"
-        if images.dtype != np.uint8:
-            raise DataError(f"{where} has dtype {images.dtype}; DermaMNIST images are uint8 (0-255)")
-        if images.ndim != 4 or images.shape[3] != 3 or images.shape[1] != images.shape[2]:
-            raise DataError(f"{where} has shape {images.shape}; expected (N, S, S, 3): square RGB images")
-        if side is not None and images.shape[1] != side:
-            raise DataError(f"{where} holds {images.shape[1]} px images but the other splits {side} px")
-        side = images.shape[1]
-        if labels.ndim == 2 and labels.shape[1] == 1:
-            labels = labels[:, 0]
-        if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
-            raise DataError(f"{path}: {split}_labels has shape {labels.shape} and dtype {labels.dtype}; "
+        if dtype != np.uint8:
+            raise DataError(f"{where} has dtype {dtype}; DermaMNIST images are uint8 (0-255)")
+        if len(shape) != 4 or shape[3] != 3 or shape[1] != shape[2] or min(shape) < 0:
+            raise DataError(f"{where} has shape {shape}; expected (N, S, S, 3): square RGB images")
+        n = shape[0]
+        total += n
+        if total > MAX_IMAGES:
+            before = f", {total:,} with the splits before it" if total != n else ""
+            raise DataError(f"{where} declares {n:,} images{before}; a DermaMNIST file holds HAM10000's "
+                            f"{HAM10000_IMAGES:,}, and at most {MAX_IMAGES:,} are read; {HOW_AGAIN}")
+        if side is not None and shape[1] != side:
+            raise DataError(f"{where} holds {shape[1]} px images but the other splits {side} px")
+        side = shape[1]
+        if side not in SIZES:
+            raise DataError(f"{where} holds {side}x{side} px images; DermaMNIST's are "
+                            f"{', '.join(map(str, SIZES[:-1]))} or {SIZES[-1]} px; {HOW_AGAIN}")
+        if side != size:
+            raise DataError(f"{where} holds {side} px images but data.dermamnist_size is {size}; set "
+                            f"data.dermamnist_size={side}, or point data.dermamnist_path at {file_name(size)}")
+        if not (len(lshape) == 1 or (len(lshape) == 2 and lshape[1] == 1)) or not np.issubdtype(ldtype, np.integer):
+            raise DataError(f"{path}: {split}_labels has shape {lshape} and dtype {ldtype}; "
                             "expected (N, 1) integer class indices")
-        if len(labels) != len(images):
-            raise DataError(f"{path}: {len(images)} {split} images but {len(labels)} {split} labels")
+        if lshape[0] != n:
+            raise DataError(f"{path}: {n} {split} images but {lshape[0]} {split} labels")
+        if not n:
+            raise DataError(f"{path}: the {split} split is empty")
+        _array_bytes(where, shape, dtype, data_bytes)
+        _array_bytes(f"{path}: {split}_labels", lshape, ldtype, ldata_bytes)
+
+
+def _read_arrays(path: Path, size: int, limits: archives.Limits, target: Path) -> dict[str, np.ndarray]:
+    """MedMNIST's six arrays, each read only once the zip and every header checked out."""
+    expected = [f"{s}_{kind}" for s in SPLITS for kind in ("images", "labels")]
+    try:
+        with zipfile.ZipFile(path) as zf:
+            members = {m.filename.removesuffix(".npy"): m for m in zf.infolist() if not m.is_dir()}
+            missing = [k for k in expected if k not in members]
+            if missing:
+                raise DataError(f"{path}: expected MedMNIST's keys {expected}; missing {missing}, found "
+                                f"{sorted(members)}. Is this a DermaMNIST npz file?")
+            archives.check(path, zf.infolist(), [members[k] for k in expected], target, npz_limits(limits))
+            headers = {k: _npy_header(zf, members[k], f"{path}: {k}") for k in expected}
+            _check_headers(path, headers, size)
+            arrays = {}
+            for k in expected:
+                with zf.open(members[k]) as member:
+                    arrays[k] = np.lib.format.read_array(member, allow_pickle=False)
+            return arrays
+    except DataError:
+        raise
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, NotImplementedError) as e:
+        raise DataError(f"{path}: not a readable npz file ({e}); {HOW_LOCAL}") from None
+
+
+def load_npz(path: str | Path, size: int = 28, limits: archives.Limits = archives.Limits(),
+             target: Path = Path(".")) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """{split: (images (N, size, size, 3) uint8, labels (N,) int64)}, after checking the zip within
+    limits, then every key, shape, dtype, count and side from the headers, then every label; any
+    problem is one DataError naming it. target: where the images will be written (for the free disk
+    check)."""
+    path = Path(path)
+    arrays = _read_arrays(path, size, limits, target)
+    out = {}
+    for split in SPLITS:
+        images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"].reshape(-1)
         bad = np.flatnonzero((labels < 0) | (labels >= len(CLASSES)))
         if len(bad):
             raise DataError(f"{path}: {split}_labels holds {len(bad)} label(s) outside 0-{len(CLASSES) - 1} "
                             f"(e.g. {labels[bad[0]]} at index {bad[0]}); labels are {list(CLASSES)} in that order")
-        if not len(images):
-            raise DataError(f"{path}: the {split} split is empty")
         out[split] = (images, labels.astype(np.int64))
     return out
 
@@ -174,11 +263,12 @@ def find_npz(path: str, size: int, downloads: Path, log: Log = print) -> Path:
         f"  2. the medmnist package: {why}; {HOW_MEDMNIST}")
 
 
-def read(path: str, size: int, raw: Path, downloads: Path, log: Log = print) -> tuple[pd.DataFrame, pd.DataFrame]:
+def read(path: str, size: int, raw: Path, downloads: Path, log: Log = print,
+         limits: archives.Limits = archives.Limits()) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The manifest and the official split of DermaMNIST, its PNGs written into raw/ (atomically:
-    the whole folder is replaced, or left as it was)."""
+    the whole folder is replaced, or left as it was); the npz read within limits (data.max_*)."""
     npz = find_npz(path, size, downloads, log)
-    data = load_npz(npz)
+    data = load_npz(npz, size, limits, Path(raw).parent)
     side = next(iter(data.values()))[0].shape[1]
     counts = {split: len(labels) for split, (_, labels) in data.items()}
     log(f"DermaMNIST: {npz} holds {side} px images, {counts['train']} / {counts['val']} / {counts['test']} "

@@ -9,11 +9,17 @@ data/downloads/ so a rerun of the stage does not fetch gigabytes again. HAM10000
 come with the Dataverse route; a copy without them gets them from a masks zip beside it or, best
 effort, from Dataverse, extracted into raw/ (never into the user's copy). Only cam_in_lesion needs
 them: without them the stage goes on.
+
+A local copy must lie outside every pipeline output (PIPELINE_OUTPUTS): the download stage replaces
+its outputs whole, and `dvc repro` removes a stage's outputs before it runs the stage, so a copy
+kept in one would be deleted. refuse_copy_in_outputs says so before any work.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -33,8 +39,68 @@ HOW_DATAVERSE = (f"needs internet access to {dataverse.SERVER} (anonymous, {data
                  "a rerun resumes an interrupted download")
 HOW_KAGGLE = ("pip install kaggle, then put your API token in ~/.kaggle/kaggle.json "
               "or set KAGGLE_USERNAME and KAGGLE_KEY")
+# Every path a stage of dvc.yaml writes: its outs and metrics (tests/test_hostile_round3_data.py keeps
+# this list equal to dvc.yaml's).
+PIPELINE_OUTPUTS = (
+    "data/raw/ham10000", "data/raw/external", "data/manifests", "metrics/download.json",  # download
+    "data/audit", "metrics/leakage.json",  # audit
+    "data/splits", "metrics/split.json",  # split
+    "data/cache/ham10000", "data/cache/external",  # preprocess
+    "models", "dvclive", "metrics/train.json",  # train
+    "data/predictions", "plots/eval", "metrics/eval.json",  # evaluate
+    "plots/gradcam", "metrics/gradcam.json",  # gradcam
+)
 HOW_MASKS = (f"download {dataverse.MASKS_NAME} by hand ({dataverse.masks_url()}) into data.ham10000_dir, "
              "next to the images")
+
+
+def _same_place(a: Path, b: Path) -> bool:
+    """One file or folder: by identity where both exist (a case-insensitive disk or a bind mount
+    gives one folder two names), else by name."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return os.path.normcase(a) == os.path.normcase(b)
+
+
+def _within(inner: Path, outer: Path) -> bool:
+    """inner is outer or lies inside it (both resolved)."""
+    return any(_same_place(p, outer) for p in (inner, *inner.parents))
+
+
+def refuse_copy_in_outputs(param: str, value: str, safe_place: str, searched_below: bool,
+                           outputs: tuple[str, ...] = PIPELINE_OUTPUTS) -> None:
+    """Raise DataError when the local copy that `param` names (`value`, relative to the working
+    folder, the repository root) is or lies inside a pipeline output, or, for a copy whose reader
+    searches below its top level (searched_below), holds one: its reader would take that output's
+    files for the copy's. Links and `..` are followed first, in both paths. safe_place: where the
+    message suggests the copy go instead."""
+    if not value:
+        return
+    real = Path(os.path.realpath(value))
+    shown = value if real == Path(os.path.abspath(value)) else f"{value} (resolves to {real})"
+    for output in outputs:
+        out = Path(os.path.realpath(output))
+        if _within(real, out):
+            where = f"{'is' if _same_place(real, out) else 'lies inside'} {output}, an output of the pipeline"
+            why = "so the copy would be deleted"
+        elif searched_below and _within(out, real):
+            where = (f"holds {output}, an output of the pipeline, and the copy is searched below its top level, "
+                     "so the pipeline would read its own output as part of the copy")
+            why = "so what was read from there would be deleted"
+        else:
+            continue
+        raise DataError(f"{param} {shown} {where}: that output is replaced by what the pipeline writes, and "
+                        f"`dvc repro` removes a stage's outputs before it runs the stage, {why}. Move the copy "
+                        f"elsewhere, e.g. to {safe_place} (not an output) or outside the repository, and set "
+                        f"{param} to it (dvc exp run -S {param}={safe_place}); nothing was read or written")
+
+
+def _image_stem(name: str) -> str | None:
+    """The image id of a zip member that is an image, else None."""
+    leaf = name.replace("\\", "/").rsplit("/", 1)[-1]
+    stem, _, suffix = leaf.rpartition(".")
+    return stem if "." + suffix.lower() in sources.IMAGE_SUFFIXES else None
 
 
 def _keep_ham10000_member() -> Callable[[str], bool]:
@@ -43,11 +109,10 @@ def _keep_ham10000_member() -> Callable[[str], bool]:
     seen: set[str] = set()
 
     def keep(name: str) -> bool:
-        leaf = name.replace("\\", "/").rsplit("/", 1)[-1]
-        stem, _, suffix = leaf.rpartition(".")
-        if leaf.lower().startswith("ham10000_metadata"):
+        if name.replace("\\", "/").rsplit("/", 1)[-1].lower().startswith("ham10000_metadata"):
             return True
-        if "." + suffix.lower() not in sources.IMAGE_SUFFIXES or stem in seen:
+        stem = _image_stem(name)
+        if stem is None or stem in seen:
             return False
         seen.add(stem)
         return True
@@ -55,9 +120,32 @@ def _keep_ham10000_member() -> Callable[[str], bool]:
     return keep
 
 
+def refuse_two_images_under_one_id(zips: list[Path]) -> None:
+    """Raise DataError when two image members of these zips share an id but not their content, which
+    the zips' directories tell by CRC-32 and size: only the first is extracted (the Kaggle zip's
+    lower-case duplicates are the same bytes), so the other could not be compared later."""
+    seen: dict[str, tuple[int, int, Path, str]] = {}
+    for archive in zips:
+        try:
+            with zipfile.ZipFile(archive) as zf:
+                members = zf.infolist()
+        except (zipfile.BadZipFile, OSError, ValueError, NotImplementedError):
+            continue  # archives.extract names what is wrong with it
+        for m in members:
+            stem = None if m.is_dir() else _image_stem(m.filename)
+            if stem is None:
+                continue
+            first = seen.setdefault(stem, (m.CRC, m.file_size, archive, m.filename))
+            if first[:2] != (m.CRC, m.file_size):
+                names = ((first[3], m.filename) if first[2] == archive
+                         else (f"{first[2]}: {first[3]}", f"{archive}: {m.filename}"))
+                raise DataError(sources.two_files_under_one_id(archive, stem, *names))
+
+
 def extract_ham10000(files: list[Path], raw: Path, limits: archives.Limits = archives.Limits()) -> None:
     """Zips and loose metadata into raw/ (atomically: all or nothing). A per-part zip goes into a
     folder of its own name, since its members may sit at its top level."""
+    refuse_two_images_under_one_id(sorted(f for f in files if f.suffix.lower() == ".zip"))
     keep = _keep_ham10000_member()
     with atomic.atomic_dir(raw) as tmp:
         for f in sorted(files):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import filecmp
 import io
 import os
 from collections.abc import Callable
@@ -27,14 +28,25 @@ def _relative(path: Path) -> str:
     return os.path.relpath(path, Path.cwd())
 
 
-def _images_by_stem(folders: list[Path]) -> dict[str, Path]:
-    """Key images by file stem: the Kaggle zip holds each image twice, in upper- and lower-case folders."""
+def _images_by_stem(root: Path, folders: list[Path]) -> dict[str, Path]:
+    """Key images by file stem: the Kaggle zip holds each image twice, in upper- and lower-case
+    folders, byte for byte the same, and the first is kept. Two different files under one id are
+    refused: which of them the metadata row describes cannot be told."""
     found: dict[str, Path] = {}
     for folder in sorted(folders):
         for p in sorted(folder.iterdir()):
-            if p.suffix.lower() in IMAGE_SUFFIXES:
-                found.setdefault(p.stem, p)
+            if p.suffix.lower() not in IMAGE_SUFFIXES:
+                continue
+            first = found.setdefault(p.stem, p)
+            if first != p and not filecmp.cmp(first, p, shallow=False):
+                raise DataError(two_files_under_one_id(root, p.stem, str(first), str(p)))
     return found
+
+
+def two_files_under_one_id(where: Path | str, image_id: str, first: str, second: str) -> str:
+    return (f"{where}: image id {image_id} has two different files, {first} and {second}, and one metadata "
+            "row; keep the right one and delete the wrong one (the Kaggle copy's lower-case duplicate folders "
+            "hold the same bytes and are fine)")
 
 
 def _folders(root: Path, prefix: str) -> list[Path]:
@@ -115,7 +127,7 @@ def read_ham10000(root: Path, mask_root: Path | None = None, log: Callable[[str]
         raise DataError(f"{root}: no HAM10000_metadata table (.csv from Kaggle, .tab from Dataverse); point "
                         "data.ham10000_dir at the downloaded copy")
     meta = read_metadata(meta_path, log)
-    images = _images_by_stem(_folders(root, IMAGE_FOLDER_PREFIX))
+    images = _images_by_stem(root, _folders(root, IMAGE_FOLDER_PREFIX))
     no_image = sorted(set(meta["image_id"]) - set(images))
     if no_image:
         raise DataError(f"{root}: {len(no_image)} metadata row(s) have no image, e.g. {no_image[:5]}")
