@@ -68,9 +68,16 @@ def timed_ms(fn, repeats: int, warmup: int) -> np.ndarray:
     return np.array(times)
 
 
+def predict(client, image: Path, tta: bool = False) -> dict:
+    """One /predict request, as the page sends it; the probabilities by class code."""
+    from gradio_client import handle_file
+
+    return client.predict(handle_file(str(image)), tta, app.DEFAULT_OPACITY, api_name="/predict")[4]
+
+
 def concurrent_ms(url: str, image: Path, clients: int, requests: int) -> tuple[np.ndarray, int, float]:
     """Latency of every request (ms), the number of failed requests, and the wall time (s)."""
-    from gradio_client import Client, handle_file
+    from gradio_client import Client
 
     pool = [Client(url, verbose=False) for _ in range(clients)]
     latencies, errors, lock = [], [], threading.Lock()
@@ -81,7 +88,7 @@ def concurrent_ms(url: str, image: Path, clients: int, requests: int) -> tuple[n
         for _ in range(requests):
             began = time.perf_counter()
             try:
-                probs = client.predict(handle_file(str(image)), False, app.DEFAULT_OPACITY, api_name="/predict")[4]
+                probs = predict(client, image)
                 assert len(probs) == len(CLASSES)
                 with lock:
                     latencies.append((time.perf_counter() - began) * 1000)

@@ -3,7 +3,9 @@ bad-image check and the app's uploads, and the geometry that follows it."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+import re
+import struct
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
@@ -16,12 +18,47 @@ from .errors import DataError
 
 T = TypeVar("T")
 
+# The formats the project reads, for the pipeline's files and the app's uploads alike. An allow-list,
+# because Pillow also opens formats that run other programs (EPS starts Ghostscript, a PostScript
+# interpreter), and a dataset or an upload is a stranger's file. These are what dermoscopic datasets
+# and cameras write: JPEG (ISIC, HAM10000, BCN20000, Derm7pt and every camera; it covers the MPO
+# files of phone cameras, which Pillow's JPEG opener returns as format "MPO"), PNG (PAD-UFES-20,
+# lesion masks, screenshots), TIFF (dermatoscope and microscope exports, 16-bit scans), BMP (PH2)
+# and WebP (what a browser saves from a web page). Not GIF: 256 colours are no dermoscopic image,
+# and Pillow parses GIF in Python, where a crafted file costs minutes.
+FORMATS: tuple[str, ...] = ("JPEG", "PNG", "TIFF", "BMP", "WEBP")
+
+# A camera's JPEG has a few dozen marker segments and a progressive one about ten scans. Each scan
+# is a pass of libjpeg over the whole image however few bytes it holds, so a file of repeated scans
+# keeps the decoder busy for minutes (libjpeg-turbo documents this, and offers a scan limit in an
+# API that Pillow does not use); Pillow parses the segments in Python, one by one. Both are counted
+# before either decoder sees the file.
+MAX_JPEG_SCANS = 100
+MAX_JPEG_SEGMENTS = 1000
+
 # What Pillow raises for a file it cannot decode: not an image (UnidentifiedImageError is an
 # OSError), a truncated or corrupt stream (OSError, SyntaxError, ValueError, EOFError), or more
 # pixels than Image.MAX_IMAGE_PIXELS allows.
 DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError)
 
 DraftSize = Callable[[int, int], tuple[int, int]]  # stored (width, height) -> the smallest useful decode
+
+
+class FormatNotReadError(Image.UnidentifiedImageError):
+    """A file in a format outside FORMATS; `format` is Pillow's name for it, or None."""
+
+    def __init__(self, format: str | None):
+        formats = ", ".join(FORMATS)
+        super().__init__(f"it is {format}, not one of the image formats the project reads: {formats}" if format
+                         else f"it is not an image in one of the formats the project reads: {formats}")
+        self.format = format
+
+    def __reduce__(self):
+        return type(self), (self.format,)
+
+
+class CostlyStructureError(ValueError):
+    """A JPEG built to keep a decoder busy: more scans or marker segments than any camera writes."""
 
 
 class UnreadableImageError(DataError):
@@ -41,18 +78,25 @@ def rgb_array(im: Image.Image) -> np.ndarray:
 
 
 def decode(path: str | Path, *, draft: DraftSize | None = None, upright: bool = True,
-           convert: Callable[[Image.Image], T] = rgb_array, formats: Collection[str] | None = None,
+           convert: Callable[[Image.Image], T] = rgb_array,
            inspect: Callable[[Image.Image], None] | None = None) -> T:
-    """Open `path`, let libjpeg decode at a reduced size when `draft` gives one, turn it upright by
-    its EXIF orientation, and `convert` it; any decode failure is an UnreadableImageError.
+    """Open `path` (one of FORMATS), let libjpeg decode at a reduced size when `draft` gives one,
+    turn it upright by its EXIF orientation, and `convert` it; any decode failure, any file of
+    another format and any JPEG over MAX_JPEG_SCANS or MAX_JPEG_SEGMENTS is an UnreadableImageError.
 
     `draft`: libjpeg decodes at 1/2, 1/4 or 1/8 scale when that still covers the size it returns,
-    several times faster than a full decode and a resize (other formats decode fully). `formats`
-    restricts the formats Pillow tries; `inspect` sees the opened file before any pixel is decoded
-    (the header: size, frames, EXIF) and may raise an error of its own, which passes through unless
-    it is one of DECODE_ERRORS."""
+    several times faster than a full decode and a resize (other formats decode fully). `inspect`
+    sees the opened file before any pixel is decoded (the header: size, frames, EXIF) and may raise
+    an error of its own, which passes through unless it is one of DECODE_ERRORS."""
     try:
-        with Image.open(path, formats=formats) as im:
+        _check_jpeg_structure(path)
+        try:
+            im = Image.open(path, formats=FORMATS)
+        except Image.UnidentifiedImageError:
+            if (other := _other_format(path)) is not None:
+                raise FormatNotReadError(other or None) from None
+            raise
+        with im:
             if inspect is not None:
                 inspect(im)
             if draft is not None:
@@ -63,6 +107,64 @@ def decode(path: str | Path, *, draft: DraftSize | None = None, upright: bool = 
             return convert(im)
     except DECODE_ERRORS as e:
         raise UnreadableImageError(path, e) from None
+
+
+def _other_format(path: str | Path) -> str | None:
+    """The format outside FORMATS whose signature the file starts with ("" when none does), or None
+    when it starts like one of FORMATS (a damaged file of a format the project reads). Only the
+    signature tests of Pillow's readers run: no reader is asked to open the file."""
+    with open(path, "rb") as f:
+        prefix = f.read(16)
+    Image.init()
+    for name, (_, accept) in Image.OPEN.items():
+        try:
+            if accept is not None and accept(prefix):
+                return None if name in FORMATS else name
+        except (IndexError, ValueError, TypeError, struct.error):  # a prefix too short for its test
+            continue
+    return ""
+
+
+_NEXT_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")  # after a scan's data: not a stuffed byte, a restart or fill
+
+
+def _check_jpeg_structure(path: str | Path) -> None:
+    """CostlyStructureError for a JPEG with more than MAX_JPEG_SCANS scans or MAX_JPEG_SEGMENTS marker
+    segments in its first image; anything else, damage included, is left to the decoder."""
+    with open(path, "rb") as f:
+        if f.read(3) != b"\xff\xd8\xff":
+            return
+        f.seek(0)
+        data = f.read()
+    pos, segments, scans = 2, 0, 0
+    while pos + 2 <= len(data):
+        if data[pos] != 0xFF:  # bytes between segments: libjpeg skips to the next 0xFF, and so does this
+            pos = data.find(b"\xff", pos)
+            if pos < 0:
+                return
+        marker = data[pos + 1] if pos + 1 < len(data) else 0xD9
+        if marker == 0xD9:  # the end of the first image (an MPO's others are never decoded)
+            return
+        if marker == 0xFF:  # a fill byte before a marker
+            pos += 1
+            continue
+        segments += 1
+        if segments > MAX_JPEG_SEGMENTS:
+            raise CostlyStructureError(f"it has more than {MAX_JPEG_SEGMENTS} marker segments, far more than a "
+                                       "camera writes: a file made to keep the decoder busy")
+        if 0xD0 <= marker <= 0xD8 or marker in (0x00, 0x01):  # no length (0x00: libjpeg skips it as garbage)
+            pos += 2
+            continue
+        pos += 2 + int.from_bytes(data[pos + 2:pos + 4], "big")
+        if marker == 0xDA:
+            scans += 1
+            if scans > MAX_JPEG_SCANS:
+                raise CostlyStructureError(f"it has more than {MAX_JPEG_SCANS} scans, far more than a camera "
+                                           "writes: a file made to keep the decoder busy")
+            found = _NEXT_MARKER.search(data, pos)
+            if found is None:
+                return
+            pos = found.start()
 
 
 def draft_for_short_side(short_side: int) -> DraftSize:

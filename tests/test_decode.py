@@ -173,7 +173,8 @@ def test_one_error_for_every_undecodable_file(tmp_path):
     with pytest.raises(images.UnreadableImageError, match="cannot read image .*notes.jpg.*remove or replace") as info:
         images.decode(text)
     assert isinstance(info.value, DataError) and isinstance(info.value.cause, Image.UnidentifiedImageError)
-    assert image_check.problem(str(text)).startswith("UnidentifiedImageError: ")
+    assert image_check.problem(str(text)) == ("FormatNotReadError: it is not an image in one of the formats the "
+                                              "project reads: JPEG, PNG, TIFF, BMP, WEBP")
 
 
 def test_the_header_check_sees_the_file_first_and_its_error_passes_through(fixtures):

@@ -21,6 +21,7 @@ import argparse
 import hashlib
 import io
 import ipaddress
+import math
 import os
 import socket
 import sys
@@ -45,13 +46,46 @@ EXAMPLE_CLASSES = ("mel", "nv", "bcc", "vasc")
 DEFAULT_OPACITY = 0.45
 MIN_DISPLAY_SIZE = 256  # px of the Grad-CAM image; a 64 px overlay is a stamp on a screen
 OVERLAY_TTL_S = 600
-# One request at a time: a CPU model already uses every core, so parallel requests only interleave
-# (and run slower each); the queue orders them instead. A full queue refuses new requests politely.
-CONCURRENCY = 1
+# Requests run side by side, so that a slow upload holds up no one else: each is decoded in a
+# process of its own under a time limit (uploads.Decoder). The forward passes still take turns
+# (Predictor's lock): a CPU model already uses every core. A full queue refuses new requests politely.
+CONCURRENCY = 4
 QUEUE_SIZE = 64
 # One message for every path the app will not read, whether it exists or not: telling them apart
 # would let a client probe the server's files.
 NOT_RECEIVED = "This image is not one the app received (or it has expired). Upload it again."
+CLASS_NAMES = tuple(display_name(dx) for dx in CLASSES)
+
+
+def _refuse(message: str) -> gr.Error:
+    return gr.Error(message, title="Invalid request", print_exception=False)
+
+
+def _shown(value) -> str:
+    """A client's value, short, for a message."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def checked_opacity(value) -> float:
+    """The API's opacity: a real number from 0 to 1 (the slider's range), else one message."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and 0 <= value <= 1:
+        return float(value)
+    raise _refuse(f"The Grad-CAM opacity must be a number from 0 to 1; got {_shown(value)}.")
+
+
+def checked_tta(value) -> bool:
+    if isinstance(value, bool):
+        return value
+    raise _refuse(f"Test-time augmentation must be true or false; got {_shown(value)}.")
+
+
+def checked_class(value) -> int:
+    """The index of the class to explain, given by its name as the dropdown shows it."""
+    if isinstance(value, str) and value in CLASS_NAMES:
+        return CLASS_NAMES.index(value)
+    raise _refuse(f"The class to explain must be one of the seven names the dropdown offers ("
+                  f"{', '.join(CLASS_NAMES)}); got {_shown(value)}.")
 
 
 class ReceivedFiles:
@@ -85,9 +119,11 @@ class ReceivedFiles:
 class Handlers:
     """The functions behind the UI's events, separate from the layout so that tests can call them."""
 
-    def __init__(self, predictor: Predictor, received: ReceivedFiles, overlay_dir: Path | None = None):
+    def __init__(self, predictor: Predictor, received: ReceivedFiles, overlay_dir: Path | None = None,
+                 decoder: uploads.Decoder | None = None):
         self.predictor = predictor
         self.received = received
+        self.decoder = decoder or uploads.Decoder()
         self.overlay_dir = Path(overlay_dir or tempfile.mkdtemp(prefix="overlays-", dir=scratch.folder()))
         self.overlay_dir.mkdir(parents=True, exist_ok=True)
         self._written = 0
@@ -97,15 +133,16 @@ class Handlers:
         Returns (label, overlay, class choice, notes, all probabilities, state)."""
         if upload is None:
             return None, None, None, "", None, None
+        tta, opacity = checked_tta(tta), checked_opacity(opacity)
         path = self.received.path_of(upload)
         try:
-            image = uploads.read_upload(path, self.predictor.served.img_size)
+            image = self.decoder.read(path, self.predictor.served.img_size)
         except UploadError as e:
             raise gr.Error(str(e), title="Cannot analyse this image", print_exception=False) from None
         except OSError:  # the upload left gradio's cache (delete_cache) since the check, a disk error...
             raise gr.Error(NOT_RECEIVED, title="Upload failed", print_exception=False) from None
         try:
-            prediction = self.predictor.predict(image.rgb, tta=bool(tta))
+            prediction = self.predictor.predict(image.rgb, tta=tta)
         except NonFiniteOutputError as e:
             raise gr.Error(str(e), title="The model failed", print_exception=False) from None
         top = prediction.top_class
@@ -119,8 +156,8 @@ class Handlers:
         """Redraw the Grad-CAM for another class or opacity from the stored maps: no model call."""
         if state is None or class_name is None:
             return None
-        names = [display_name(dx) for dx in CLASSES]
-        return self._overlay(state, names.index(class_name), opacity)
+        k, opacity = checked_class(class_name), checked_opacity(opacity)
+        return self._overlay(state, k, opacity)
 
     def _overlay(self, state, k: int, opacity: float) -> str:
         """A PNG of the model's input with the CAM on top. Small inputs (the 64 px demo) are shown
@@ -131,8 +168,7 @@ class Handlers:
         requests with the same overlay (two users on one bundled example) race, and one client
         downloads a half-written file. Gradio copies a returned path into its cache atomically.
         Both copies lie in the scratch folder, removed when the app stops."""
-        image = explain.overlay(state["rgb"], state["cams"][k].astype(np.float32),
-                                image_weight=1.0 - float(np.clip(opacity, 0.0, 1.0)))
+        image = explain.overlay(state["rgb"], state["cams"][k].astype(np.float32), image_weight=1.0 - opacity)
         factor = -(-MIN_DISPLAY_SIZE // image.shape[0])
         if factor > 1:
             image = image.repeat(factor, axis=0).repeat(factor, axis=1)
@@ -228,10 +264,12 @@ def build_app(served: ServedModel, examples_dir: Path | None = None) -> gr.Block
     # uploads land): from here on, every copy of an upload is inside the scratch folder.
     os.environ["GRADIO_TEMP_DIR"] = str(scratch.folder() / "gradio")
     received = ReceivedFiles(os.environ["GRADIO_TEMP_DIR"])  # Gradio's sets are added below
-    handlers = Handlers(Predictor(served), received)  # overlays in the scratch folder
+    decoder = uploads.Decoder()
+    decoder.start()  # its first worker starts now, not during the first upload
+    handlers = Handlers(Predictor(served), received, decoder=decoder)  # overlays in the scratch folder
     examples_dir = Path(examples_dir or tempfile.mkdtemp(prefix="examples-", dir=scratch.folder()))
     examples = write_examples(examples_dir)
-    class_names = [display_name(dx) for dx in CLASSES]
+    class_names = list(CLASS_NAMES)
     tta_default = (served.eval_metrics or {}).get("tta", "none") != "none"
 
     # delete_cache: uploads and overlays older than an hour leave gradio's cache, checked hourly.
