@@ -24,9 +24,9 @@ import torch  # noqa: E402
 from pytorch_grad_cam import GradCAM  # noqa: E402
 from pytorch_grad_cam.utils.image import show_cam_on_image  # noqa: E402
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget  # noqa: E402
-from PIL import Image  # noqa: E402
 from scipy.stats import spearmanr  # noqa: E402
 
+from . import images  # noqa: E402
 from .classes import CLASSES, display_name  # noqa: E402
 from .errors import DataError  # noqa: E402
 from .model import FoldEnsemble  # noqa: E402
@@ -44,13 +44,9 @@ def lesion_mask(mask_path: str | Path, image_path: str | Path, img_size: int) ->
     """The binary lesion mask in the geometry of the model's input (transforms.resize_and_crop),
     exactly as the image. The mask must have the image's aspect ratio (the
     HAM10000 segmentation release has the images' size)."""
-    try:
-        with Image.open(mask_path) as im:
-            mask = np.asarray(im.convert("L"))
-        with Image.open(image_path) as im:
-            image_w, image_h = im.size
-    except OSError as e:
-        raise DataError(f"cannot read lesion mask {mask_path} or its image {image_path}: {e}") from None
+    # Through images.decode, as every image the pipeline reads: its formats only, so no file starts an interpreter.
+    mask = images.decode(mask_path, upright=False, convert=lambda im: np.asarray(im.convert("L")))
+    image_w, image_h = images.decode(image_path, upright=False, convert=lambda im: im.size)
     if abs(mask.shape[1] / mask.shape[0] - image_w / image_h) > 0.01:
         raise DataError(f"lesion mask {mask_path} is {mask.shape[1]}x{mask.shape[0]} but its image is "
                         f"{image_w}x{image_h}; a mask must cover its image exactly (same aspect ratio)")

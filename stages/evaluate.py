@@ -17,17 +17,19 @@ from skinlesion import (atomic, bootstrap, calibration, cli, embedding, ensemble
                         model, plots, sampling, splitting)
 from skinlesion.cache import ImageCache
 from skinlesion.classes import CLASSES
+from skinlesion.errors import ModelFileError
 from skinlesion.params import load_params
 from skinlesion.device import pick_device
 
 
 CACHES = {"internal": "data/cache/ham10000", "external": "data/cache/external"}  # the preprocess stage's
+MODELS = Path("models")
 
 
 def main(args) -> None:
     params = load_params(args.params)
     device = pick_device("auto")
-    ensemble, cards = model.load_ensemble(Path("models"), device)
+    ensemble, cards = model.load_ensemble(MODELS, device)
     img_size = cards[0]["img_size"]
     splits = splitting.read_splits()
     sets = {"internal": splits[splits["fold"] == splitting.TEST],
@@ -35,8 +37,7 @@ def main(args) -> None:
 
     trained_on = splits[splits["fold"] != splitting.TEST]["dx"]
     train_counts = np.array([(trained_on == dx).sum() for dx in CLASSES])
-    train_params = cards[0]["params"]["train"]
-    sampler_power = train_params["sampler_power"] if train_params["weighted_sampler"] else 0.0
+    sampler_power = trained_sampler_power(cards, MODELS)
     report = {"tta": params.evaluate.tta, "folds": [c["fold"] for c in cards],
               "temperatures": [c.get("temperature", 1.0) for c in cards]}
     reliability, eces, features = {}, {}, []
@@ -78,6 +79,16 @@ def main(args) -> None:
             set_names = np.concatenate([[name] * len(d) for name, d, _ in features])
             save_figure(embedding.figure(points, dx, set_names), plot_dir / "embedding.png")
     atomic.write_json("metrics/eval.json", report)
+
+
+def trained_sampler_power(cards: list[dict], folder: Path) -> float:
+    """The weighted sampler's power the folds were trained with (0: no weighted sampler), from the
+    cards the train stage writes; model.load has checked the types of what is there."""
+    train = cards[0].get("params", {}).get("train")
+    if train is None or any("fold" not in c for c in cards):
+        raise ModelFileError(f"the model cards in {folder} lack the fold number or the params.train that the train "
+                             f"stage records, which evaluate reads; {model.RESTORE}")
+    return train["sampler_power"] if train["weighted_sampler"] else 0.0
 
 
 def score(y_true, probs, raw_probs, lesion_ids, params) -> dict:

@@ -30,8 +30,8 @@ from .. import tta as tta_views
 from ..classes import CLASSES, display_name
 from ..device import channels_last
 from .. import revisions
-from ..errors import ModelNotFoundError, RevisionError
-from ..model import FoldEnsemble, load_ensemble
+from ..errors import ModelFileError, ModelNotFoundError, RevisionError
+from ..model import FoldEnsemble, load_ensemble, read_card
 from ..transforms import to_chw_uint8
 
 MODELS_DIR = "models"
@@ -94,7 +94,7 @@ def load_served_model(rev: str | None = None, repo: str | Path = ".") -> ServedM
             raise ModelNotFoundError(_how_to_get_weights(f"{folder}/"))
         ensemble, cards = load_ensemble(folder)
         metrics_path = repo / EVAL_METRICS
-        metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else None
+        metrics = _eval_metrics(metrics_path.read_bytes(), EVAL_METRICS) if metrics_path.is_file() else None
         head = _git_head(repo)
         revision = f"workspace `models/` (git HEAD {head})" if head else "workspace `models/` (not a git repository)"
         return ServedModel(ensemble, cards, revision, metrics)
@@ -114,16 +114,10 @@ def _load_at_revision(rev: str, repo: Path) -> ServedModel:
     import dvc.api
 
     unreadable = revisions.read_errors()
-    if not rev.strip():
-        raise ModelNotFoundError("--rev is empty; give a commit, branch, tag or experiment name, or leave "
-                                 "--rev out to serve the workspace's `models/`")
     try:
-        sha = revisions.resolve(rev, repo)
+        sha = revisions.resolve(rev, repo, argument="--rev")
     except RevisionError as e:
         raise ModelNotFoundError(str(e)) from None
-    if not _is_commit(repo, sha):  # e.g. HEAD:params.yaml names a file's content, HEAD^{tree} a folder
-        raise ModelNotFoundError(f"revision {rev!r} names a file or folder, not a commit; give a commit, branch, "
-                                 "tag or experiment name (the app reads `models/` at that commit)")
     where = f"`models/` at {rev} ({sha[:7]})"
     tmp = Path(tempfile.mkdtemp(prefix="skinlesion-models-"))
     try:
@@ -136,16 +130,20 @@ def _load_at_revision(rev: str, repo: Path) -> ServedModel:
                        and p.endswith(".json"))
         if not cards:
             raise ModelNotFoundError(_how_to_get_weights(where))
+        # Messages name the files as git does, <rev>:models/fold0.json, not by the temporary copy.
+        shown = f"{rev}:{MODELS_DIR}"
         for card_path in cards:
-            card_text = dvc.api.read(card_path, repo=str(repo), rev=sha)
-            (tmp / Path(card_path).name).write_text(card_text)
-            weights = f"{MODELS_DIR}/{json.loads(card_text)['weights']}"
+            copy = tmp / Path(card_path).name
+            copy.write_bytes(dvc.api.read(card_path, repo=str(repo), rev=sha, mode="rb"))
+            # Validated before its weights are fetched: the weights' name is a file beside the card.
+            weights = f"{MODELS_DIR}/{read_card(copy, f'{shown}/{copy.name}')[0].weights}"
             with dvc.api.open(weights, repo=str(repo), rev=sha, mode="rb") as src, \
                     open(tmp / Path(weights).name, "wb") as dst:
                 shutil.copyfileobj(src, dst)
-        ensemble, loaded_cards = load_ensemble(tmp)
+        ensemble, loaded_cards = load_ensemble(tmp, folder_name=shown)
         try:
-            metrics = json.loads(dvc.api.read(EVAL_METRICS, repo=str(repo), rev=sha))
+            metrics = _eval_metrics(dvc.api.read(EVAL_METRICS, repo=str(repo), rev=sha, mode="rb"),
+                                    f"{rev}:{EVAL_METRICS}")
         except unreadable:
             metrics = None
     except unreadable as e:
@@ -159,9 +157,16 @@ def _load_at_revision(rev: str, repo: Path) -> ServedModel:
     return ServedModel(ensemble, loaded_cards, f"{rev} (commit {sha[:7]})", metrics)
 
 
-def _is_commit(repo: Path, sha: str) -> bool:
-    result = subprocess.run(["git", "cat-file", "-t", sha], cwd=repo, capture_output=True, text=True)
-    return result.stdout.strip() == "commit"
+def _eval_metrics(data: bytes, shown: str) -> dict:
+    """metrics/eval.json, the test scores shown beside the model: a JSON object, or one message."""
+    try:
+        metrics = json.loads(data.decode("utf-8"))
+    except (ValueError, RecursionError):  # not UTF-8, not JSON, nested too deeply
+        metrics = None
+    if not isinstance(metrics, dict):
+        raise ModelFileError(f"{shown} is not the JSON object the evaluate stage writes; run `dvc pull` to "
+                             "restore it, or `dvc repro evaluate` to compute it again")
+    return metrics
 
 
 # --------------------------------------------------------------------------------------------
