@@ -11,8 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from committed_params import committed_params
-from noise_images import noise_image_frame
+from noise_images import noise_frame_in_three_folds, tiny_training_params
 
 from skinlesion import fold_pool, training
 from skinlesion.errors import DataError, TrainingError
@@ -20,16 +19,11 @@ from skinlesion.errors import DataError, TrainingError
 
 @pytest.fixture
 def frame(tmp_path) -> pd.DataFrame:
-    frame = noise_image_frame(tmp_path, per_class=3)
-    frame["fold"] = frame.index % 3
-    return frame
+    return noise_frame_in_three_folds(tmp_path)
 
 
 def tiny_params(**train):
-    # timm's test_efficientnet: 0.1 M parameters, a fast stand-in for the B3
-    return committed_params({"data": {"img_size": 32}, "model": {"name": "test_efficientnet"},
-                             "train": {"folds": [0, 1, 2], "epochs": 2, "batch_size": 4, "device": "cpu",
-                                       "num_workers": 0, **train}})
+    return tiny_training_params(**{"epochs": 2, **train})
 
 
 def jobs(frame):

@@ -4,7 +4,6 @@ DermaMNIST npz files, and one image id with two different files."""
 from __future__ import annotations
 
 import functools
-import importlib.util
 import io
 import os
 import sys
@@ -19,32 +18,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 from test_dermamnist import arrays, write_npz
-from test_download_safety import copy_at, snapshot, temporaries
+from test_download_safety import copy_at, download_stage, offline, snapshot, temporaries  # noqa: F401 (fixtures)
 from test_sources import ROWS, jpg, kaggle, unified_copy
 
 from committed_params import write_params
-from skinlesion.acquire import archives, dataverse, dermamnist, fetch, routes
+from skinlesion.acquire import archives, dermamnist, routes
 from skinlesion.acquire.sources import read_ham10000
 from skinlesion.classes import CLASSES
 from skinlesion.errors import DataError
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(autouse=True)
-def offline(monkeypatch):
-    """No network: the optional lesion-mask download fails as it does offline."""
-    def refuse(*args, **kwargs):
-        raise fetch.DownloadError("offline")
-    monkeypatch.setattr(dataverse, "download_masks", refuse)
-
-
-@pytest.fixture(scope="module")
-def download_stage():
-    spec = importlib.util.spec_from_file_location("download_stage_round3", REPO / "stages" / "download.py")
-    stage = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(stage)
-    return stage
 
 
 def run_stage(stage, work: Path, capsys) -> tuple[int, str]:

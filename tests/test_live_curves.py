@@ -6,24 +6,18 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from committed_params import committed_params
-from noise_images import noise_image_frame
+from noise_images import noise_frame_in_three_folds, tiny_training_params
 
 from skinlesion import fold_pool, training, training_log
 
 
 @pytest.fixture
 def frame(tmp_path) -> pd.DataFrame:
-    frame = noise_image_frame(tmp_path, per_class=3)
-    frame["fold"] = frame.index % 3
-    return frame
+    return noise_frame_in_three_folds(tmp_path)
 
 
 def tiny_params(**train):
-    # timm's test_efficientnet: 0.1 M parameters, a fast stand-in for the B3
-    return committed_params({"data": {"img_size": 32}, "model": {"name": "test_efficientnet"},
-                             "train": {"folds": [0, 1, 2], "epochs": 3, "batch_size": 4, "device": "cpu",
-                                       "num_workers": 0, **train}})
+    return tiny_training_params(**{"epochs": 3, **train})
 
 
 def split(frame, k):
