@@ -81,6 +81,13 @@ class DataParams(_Section):
     bad_images: Literal["fail", "skip"]
     dermamnist_path: Str  # a DermaMNIST npz, or a folder holding it; empty: the medmnist package downloads it
     dermamnist_size: Literal[28, 64, 128, 224]  # which file: dermamnist.npz (28) or dermamnist_<size>.npz
+    # DermaMNIST's lesion ids (skinlesion/acquire/lesion_ids.py): the ISIC id of every image (Abhishek
+    # et al.'s dermamnist_split_info.csv, or a folder holding it) and the HAM10000 metadata table that
+    # gives each id its lesion (Kaggle's .csv or Dataverse's .tab, or a folder holding it). Empty: the
+    # copy in data.ham10000_dir (the metadata), a kept download, then the public copies when online.
+    # data.dermamnist_ids=none: no ids, whatever the network (image-level, as before ids existed).
+    dermamnist_ids: Str
+    ham10000_metadata: Str
     # What one zip may unpack to (skinlesion/acquire/archives.py, Limits): per member, in all, and the ratio
     # unpacked/packed of members of 1 MiB or more (JPEGs are ~1, CSVs ~10, a zip bomb's zeros ~1000).
     max_member_bytes: Annotated[Int, Field(ge=2**20, le=2**40)]

@@ -5,14 +5,17 @@
 data.source=demo generates a synthetic HAM10000 in the Kaggle layout under data/raw/ham10000;
 data.source=ham10000 tries, in order: the local copy in data.ham10000_dir (extracted or zipped),
 Harvard Dataverse, the Kaggle API (see skinlesion/acquire/routes.py); data.source=dermamnist reads
-data.dermamnist_path or uses the medmnist package (see skinlesion/acquire/dermamnist.py).
+data.dermamnist_path or uses the medmnist package (see skinlesion/acquire/dermamnist.py), and its
+lesion ids from data.dermamnist_ids and data.ham10000_metadata, kept or public copies, or goes on
+without (see skinlesion/acquire/lesion_ids.py).
 data.external: demo | unified | none, where unified reads data.external_dir or uses the Kaggle API.
 Zips unpack within data.max_* (skinlesion/acquire/archives.py). Every image is decoded once
 (data.bad_images: fail | skip). Outputs: data/raw/{ham10000,external},
 data/manifests/{ham10000,external}.csv, data/manifests/official_split.csv (the source's own split:
 DermaMNIST's; empty for the others), metrics/download.json.
 
-A local copy (data.ham10000_dir, data.external_dir, data.dermamnist_path) inside any pipeline output
+A local copy (data.ham10000_dir, data.external_dir, data.dermamnist_path, data.dermamnist_ids,
+data.ham10000_metadata) inside any pipeline output
 is refused before any work: the stage replaces its outputs, and `dvc repro` removes them first.
 
 All of it is built in temporary folders beside the outputs and checked first (metadata rows
@@ -26,7 +29,7 @@ import os
 from pathlib import Path
 
 from skinlesion import atomic, cli, manifest
-from skinlesion.acquire import archives, demo_data, dermamnist, image_check, routes, sources
+from skinlesion.acquire import archives, demo_data, dermamnist, image_check, lesion_ids, routes, sources
 from skinlesion.errors import DataError
 from skinlesion.params import load_params
 
@@ -41,6 +44,8 @@ LOCAL_COPIES = {
     "ham10000_dir": ("data/local/ham10000", True),
     "external_dir": ("data/local/unified", True),
     "dermamnist_path": ("data/local/dermamnist.npz", False),
+    "dermamnist_ids": ("data/local/dermamnist_split_info.csv", False),
+    "ham10000_metadata": ("data/local/HAM10000_metadata.csv", False),
 }
 
 
@@ -94,8 +99,10 @@ def main(args) -> None:
     with atomic.replaced_together(*finals, MANIFESTS) as (*staged, manifests):
         official = dermamnist.empty_split()
         if params.data.source == "dermamnist":
-            ham, official = dermamnist.read(params.data.dermamnist_path, params.data.dermamnist_size, staged[0],
-                                            DOWNLOADS, limits=_limits(params.data))
+            d = params.data
+            ids = lesion_ids.Request(d.dermamnist_ids, d.ham10000_metadata, d.ham10000_dir)
+            ham, official = dermamnist.read(d.dermamnist_path, d.dermamnist_size, staged[0], DOWNLOADS,
+                                            limits=_limits(d), ids=ids)
             if params.data.external == "demo":
                 print(dermamnist.SYNTHETIC_EXTERNAL_NOTE)
         else:
@@ -111,7 +118,10 @@ def main(args) -> None:
         atomic.write_csv(manifests / "official_split.csv", official)
     (ham, ham_bad), (external, external_bad) = checked["ham10000"], checked["external"]
     atomic.write_json("metrics/download.json", {
-        "ham10000": {"images": len(ham), "lesions": int(ham["lesion_id"].nunique()), "bad_images_skipped": len(ham_bad)},
+        "ham10000": {"images": len(ham), "lesions": int(ham["lesion_id"].nunique()), "bad_images_skipped": len(ham_bad),
+                     # an image without a lesion id is its own lesion (as splitting.has_lesion_ids reads it)
+                     **({"lesion_ids": bool((ham["lesion_id"] != ham["image_id"]).any())}
+                        if params.data.source == "dermamnist" else {})},
         "external": {"images": len(external), "bad_images_skipped": len(external_bad)},
         "bad_images": ham_bad + external_bad,
     })

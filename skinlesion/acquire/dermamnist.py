@@ -6,15 +6,17 @@ and 224 px), in one npz file with MedMNIST's key layout: `<split>_images` (N, S,
 `<split>_labels` (N, 1) integer, for the splits train (7,007), val (1,003) and test (2,005). Labels
 0-6 are akiec, bcc, bkl, df, mel, nv, vasc: the order of CLASSES.
 
-The file carries no ISIC image ids and no lesion ids, so each image is its own lesion here
-(`lesion_id` = `image_id`), and the official split is image-level: views of one lesion can sit in
-train and test. A lesion-grouped split cannot be drawn; the split stage uses the official one.
+The file carries no ISIC image ids and no lesion ids. Abhishek et al. publish the ISIC id of every
+image; with it and the HAM10000 metadata (lesion_ids.py) the manifest carries the real image ids
+(ISIC_...), lesion ids and metadata, and both split schemes work. Without them each image is its
+own lesion here (`lesion_id` = `image_id`, ids like `dermamnist_test_00042`), and only the official
+split can be used, image-level: views of one lesion can sit in train and test.
 
 Routes, tried in order and each stated in the log: (1) a local copy, the npz file itself or a
 folder holding `dermamnist.npz` / `dermamnist_<size>.npz`; (2) the `medmnist` package's own
 download (imported only here, needs internet; not a requirement of this project). The adapter
-writes every image as a lossless PNG (data/raw/ham10000/dermamnist/<split>/<index>.png, image ids
-like `dermamnist_test_00042`) and the canonical manifest, so every later stage runs unchanged,
+writes every image as a lossless PNG (data/raw/ham10000/dermamnist/<split>/<index>.png, whatever
+the ids) and the canonical manifest, so every later stage runs unchanged,
 plus the official split (image_id, split) for the split stage.
 
 An npz file is a zip of .npy arrays, and an .npy header declares its array's shape and dtype: a
@@ -42,7 +44,7 @@ from PIL import Image
 from .. import atomic
 from ..classes import CLASSES
 from ..manifest import COLUMNS, DataError, validate
-from . import archives
+from . import archives, lesion_ids
 
 Log = Callable[[str], None]
 
@@ -192,24 +194,32 @@ def load_npz(path: str | Path, size: int = 28, limits: archives.Limits = archive
     return out
 
 
-def write_pngs(data: dict[str, tuple[np.ndarray, np.ndarray]], out: Path,
-               root: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+def write_pngs(data: dict[str, tuple[np.ndarray, np.ndarray]], out: Path, root: Path,
+               ids: dict[str, pd.DataFrame] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Every image as a lossless PNG in out/dermamnist/<split>/; the canonical manifest and the
     official split, with paths under root (where out will be renamed to), relative to the working
-    directory (the repository root)."""
+    directory (the repository root). ids: the checked metadata rows of every image, in the npz's
+    order (lesion_ids.read); without them each image is its own lesion."""
     rows, split_rows = [], []
     for split, (images, labels) in data.items():
         folder = Path(out) / FOLDER / split
         folder.mkdir(parents=True, exist_ok=True)
+        meta = ids[split].to_dict("records") if ids else None
         for index, (rgb, label) in enumerate(zip(images, labels)):
             name = f"{index:05d}.png"
             Image.fromarray(rgb, "RGB").save(folder / name, compress_level=1)  # tiny images: speed over size
             iid = image_id(split, index)
-            rows.append({"image_id": iid, "path": os.path.relpath(Path(root) / FOLDER / split / name, Path.cwd()),
-                         "lesion_id": iid,  # no lesion ids in DermaMNIST: one lesion per image
-                         "dx": CLASSES[label], "dx_type": "", "age": float("nan"), "sex": "",
-                         "localization": "", "mask_path": ""})
-            split_rows.append({"image_id": iid, "split": split})
+            row = {"image_id": iid, "path": os.path.relpath(Path(root) / FOLDER / split / name, Path.cwd()),
+                   "lesion_id": iid,  # no lesion ids: one lesion per image
+                   "dx": CLASSES[label], "dx_type": "", "age": float("nan"), "sex": "",
+                   "localization": "", "mask_path": ""}
+            if meta:
+                m = meta[index]
+                row.update(image_id=m["image_id"], lesion_id=m["lesion_id"], dx_type=m["dx_type"],
+                           age=pd.to_numeric(m["age"], errors="coerce"), sex=m["sex"],
+                           localization=m["localization"])
+            rows.append(row)
+            split_rows.append({"image_id": row["image_id"], "split": split})
     manifest = validate(pd.DataFrame(rows, columns=list(COLUMNS)), what="DermaMNIST")
     return manifest, pd.DataFrame(split_rows, columns=list(SPLIT_COLUMNS))
 
@@ -264,19 +274,26 @@ def find_npz(path: str, size: int, downloads: Path, log: Log = print) -> Path:
 
 
 def read(path: str, size: int, raw: Path, downloads: Path, log: Log = print,
-         limits: archives.Limits = archives.Limits()) -> tuple[pd.DataFrame, pd.DataFrame]:
+         limits: archives.Limits = archives.Limits(),
+         ids: lesion_ids.Request | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The manifest and the official split of DermaMNIST, its PNGs written into raw/ (atomically:
-    the whole folder is replaced, or left as it was); the npz read within limits (data.max_*)."""
+    the whole folder is replaced, or left as it was); the npz read within limits (data.max_*).
+    ids: where to look for the lesion ids (lesion_ids.find), which are checked against the npz
+    before anything is written; None, or none found: each image is its own lesion."""
     npz = find_npz(path, size, downloads, log)
     data = load_npz(npz, size, limits, Path(raw).parent)
     side = next(iter(data.values()))[0].shape[1]
     counts = {split: len(labels) for split, (_, labels) in data.items()}
+    found = lesion_ids.find(ids, downloads, counts == OFFICIAL_SIZES, log) if ids else None
+    rows = lesion_ids.read(found, {split: labels for split, (_, labels) in data.items()}, log) if found else None
+    unit = ("with the ISIC and lesion ids of every image" if rows else
+            "no lesion ids, so each image is its own lesion and the official split is image-level")
     log(f"DermaMNIST: {npz} holds {side} px images, {counts['train']} / {counts['val']} / {counts['test']} "
-        "train / val / test; no lesion ids, so each image is its own lesion and the official split is image-level")
+        f"train / val / test; {unit}")
     if counts != OFFICIAL_SIZES:
         log(f"DermaMNIST: note, these split sizes differ from the official release's {OFFICIAL_SIZES}")
     with atomic.atomic_dir(raw) as tmp:
-        return write_pngs(data, tmp, raw)
+        return write_pngs(data, tmp, raw, rows)
 
 
 def empty_split() -> pd.DataFrame:
