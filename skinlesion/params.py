@@ -112,6 +112,10 @@ class SplitParams(_Section):
     # The split's own seed. A study's split is fixed while its training recipe varies, so `seed`
     # redraws the training only; vary this one to measure how much the split itself moves a score.
     seed: Annotated[Int, Field(ge=0, le=2**32 - 1)]
+    # official only: drop from the official train and val sets every image of a lesion that also has
+    # an image in the test set, which stays as published (the leak, removed as an experiment). Needs
+    # lesion ids, which only the data says it has: the split stage checks that.
+    exclude_test_lesions: Bool
 
 
 class ModelParams(_Section):
@@ -223,9 +227,10 @@ class Params(_Section):
         if scheme == "official" and source != "dermamnist":
             raise _error(f"split.scheme is official but data.source {source} has no official split; "
                          "use split.scheme=grouped (lesion-grouped), or data.source=dermamnist")
-        if scheme == "grouped" and source == "dermamnist":
-            raise _error("split.scheme is grouped but DermaMNIST has no lesion ids, so a lesion-grouped split "
-                         "is impossible; use split.scheme=official (its own train/val/test split)")
+        if self.split.exclude_test_lesions and scheme != "official":
+            raise _error(f"split.exclude_test_lesions is true but split.scheme is {scheme}: a lesion-grouped split "
+                         "already keeps every lesion on one side; set split.exclude_test_lesions=false, or use "
+                         "split.scheme=official (data.source=dermamnist)")
         if scheme == "official" and self.train.folds != (0,):
             raise _error(f"train.folds is {list(self.train.folds)} but split.scheme=official has one fold: "
                          "train on the official train set, validate on its val set; set train.folds=[0]")

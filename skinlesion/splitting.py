@@ -5,7 +5,12 @@ lesion on both sides and inflate every score, so the splits we draw are drawn ov
 
 A source with an official split (DermaMNIST) is kept as published, for scores comparable with
 its benchmark: train trains, val is validation fold 0 (the best epoch, the temperature), test is
-the internal test set. DermaMNIST's split is image-level (it has no lesion ids), and says so.
+the internal test set. DermaMNIST's split was drawn by image. Without lesion ids that cannot be
+seen, and the split says so; with them (skinlesion/acquire/lesion_ids.py) the lesions it shares
+are counted, and exclude_test_lesions removes them from train and val as an experiment.
+
+A source without lesion ids writes each image as its own lesion (`lesion_id` = `image_id`), which
+is how has_lesion_ids tells.
 """
 
 from __future__ import annotations
@@ -26,6 +31,23 @@ IMAGE_LEVEL_NOTE = (
     "train and in val or test. A model that has seen one view recognises the others, which flatters every "
     "score here against a lesion-grouped split; compare these numbers with the DermaMNIST benchmark, not "
     "with lesion-grouped HAM10000 results.")
+LEAK_NOTE = (
+    "This split is the source's own and it was drawn by image: the lesion ids show views of one lesion in "
+    "train and in val or test (lesions_shared_between_splits), and a model that has seen one view "
+    "recognises the others. The test images are split into a seen part (the lesion has an image in the "
+    "official train set) and an unseen part, scored separately in eval.json; those parts differ in their "
+    "mix of classes and diagnoses, so what the leak buys is measured by training with "
+    "split.exclude_test_lesions true and false and comparing the two on the same test images.")
+NO_IDS_TO_EXCLUDE = (
+    "split.exclude_test_lesions is true but the manifest has no lesion ids (every image is its own lesion), "
+    "so no image can be linked to a test lesion. DermaMNIST gets them from data.dermamnist_ids and "
+    "data.ham10000_metadata (or their download, when online): see the download stage's log; or set "
+    "split.exclude_test_lesions=false")
+NO_IDS_TO_GROUP = (
+    "split.scheme is grouped but the manifest has no lesion ids (every image is its own lesion, as DermaMNIST "
+    "without its id mapping), so a lesion-grouped split cannot be drawn. Give DermaMNIST its ids with "
+    "data.dermamnist_ids and data.ham10000_metadata (or let the download stage fetch them, online; its log "
+    "says which it found), or use split.scheme=official (its own train/val/test split, train.folds=[0])")
 
 
 def assign_folds(manifest: pd.DataFrame, *, n_folds: int, test_size: float, seed: int,
@@ -70,6 +92,23 @@ def assign_official(manifest: pd.DataFrame, official: pd.DataFrame) -> pd.DataFr
                         f"(e.g. {missing[:3]}), {len(extra)} split row(s) without an image (e.g. {extra[:3]}); "
                         "rerun `dvc repro download`")
     return manifest.assign(fold=manifest["image_id"].map(split).map(OFFICIAL_FOLDS).astype(int).to_numpy())
+
+
+def has_lesion_ids(manifest: pd.DataFrame) -> bool:
+    """Whether the images carry real lesion ids: a source without them makes each image its own lesion."""
+    return bool((manifest["lesion_id"] != manifest["image_id"]).any())
+
+
+def exclude_test_lesions(folds: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
+    """The official split without the train and val images of every lesion that has an image in the
+    test set, and how many left ({"train": images, "val": images, "lesions": lesions}). The test
+    set is untouched."""
+    test_lesions = set(folds.loc[folds["fold"] == TEST, "lesion_id"])
+    dropped = (folds["fold"] != TEST) & folds["lesion_id"].isin(test_lesions)
+    counts = {name: int((dropped & (folds["fold"] == fold)).sum()) for name, fold in OFFICIAL_FOLDS.items()
+              if fold != TEST}
+    counts["lesions"] = int(folds.loc[dropped, "lesion_id"].nunique())
+    return folds[~dropped].reset_index(drop=True), counts
 
 
 def split_name(fold: int, official: bool = False) -> str:

@@ -4,8 +4,9 @@
 
 Output: metrics/eval.json ({"internal": {...}, "external": {...}}: balanced accuracy, plain
 accuracy (MedMNIST's ACC) and macro AUC with lesion-level bootstrap 95% intervals, ECE before and
-after temperature scaling, the ISIC 2018 Task 3 metrics), data/predictions/<set>.csv and
-<set>_truth.csv in the ISIC 2018 Task 3 format, plots/eval/ (confusion, ROC,
+after temperature scaling, the ISIC 2018 Task 3 metrics; for an official split with lesion ids
+also internal.parts: the same for the test set's seen and unseen parts, see skinlesion/seen_lesions.py),
+data/predictions/<set>.csv and <set>_truth.csv in the ISIC 2018 Task 3 format, plots/eval/ (confusion, ROC,
 precision-recall and reliability tables for `dvc plots`; reliability.png and embedding.png).
 """
 
@@ -14,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from skinlesion import (atomic, bootstrap, calibration, cli, embedding, ensemble_prediction, isic, manifest, metrics,
-                        model, plots, sampling, splitting)
+                        model, plots, sampling, seen_lesions, splitting)
 from skinlesion.cache import ImageCache
 from skinlesion.classes import CLASSES
 from skinlesion.errors import ModelFileError
@@ -57,6 +58,9 @@ def main(args) -> None:
             probs = isic.probabilities(pred_table)  # the CSV's numbers: eval.json is the official scorer's on it
             report[name] = score(y_true, probs, raw, frame["lesion_id"], params)
             report[name]["sampler_prior_undone"] = prior_undone(y_true, probs, train_counts, sampler_power)
+            if name == "internal" and (parts := seen_lesions.read()) is not None:  # an official split with lesion ids
+                report[name]["parts"] = seen_lesions.score(frame, parts, y_true, probs, raw,
+                                                           lambda *scored: score(*scored, params))
             pred_table.to_csv(predictions / f"{name}.csv", index=False)
             truth_table.to_csv(predictions / f"{name}_truth.csv", index=False)
             reliability[name] = {"uncalibrated": calibration.reliability(raw, y_true),
