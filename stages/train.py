@@ -68,6 +68,7 @@ def train_folds(params) -> None:
     # The temperature of each fold model, fitted on its own out-of-fold validation predictions.
     calibrations = {k: calibration.calibrate_fold(r.val_logits, r.val_labels) for k, r in results.items()}
 
+    split = split_card(params, frame)
     with atomic.atomic_dir("models") as models:
         for fold, result in results.items():
             card = {
@@ -76,6 +77,7 @@ def train_folds(params) -> None:
                 "img_size": params.data.img_size,
                 "fold": fold,
                 "data_source": params.data.source,
+                **split,
                 "seed": params.seed + fold,
                 "params": {"model": as_dict(params.model), "train": as_dict(params.train)},
                 "val_metrics": result.best,
@@ -83,6 +85,15 @@ def train_folds(params) -> None:
             }
             model.save(result.model, card, models, f"fold{fold}")
     atomic.write_json("metrics/train.json", {f"fold{k}": {**r.best, **calibrations[k]} for k, r in results.items()})
+
+
+def split_card(params, frame) -> dict:
+    """Which split the folds learnt from, for the app. Only DermaMNIST has a choice (the other sources
+    are always split by lesion), so only its cards say it, and the others stay as they were."""
+    if params.data.source != "dermamnist":
+        return {}
+    return {"split": {"scheme": params.split.scheme, "lesion_ids": splitting.has_lesion_ids(frame),
+                      "exclude_test_lesions": params.split.exclude_test_lesions}}
 
 
 if __name__ == "__main__":

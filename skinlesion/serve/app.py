@@ -189,13 +189,33 @@ class Handlers:
 
 
 # What each data source is, for the person reading the card.
+DERMAMNIST_IMAGES = "DermaMNIST (MedMNIST v2): real HAM10000 dermoscopic images, downsampled to 28x28 px"
 TRAINING_DATA = {
     "demo": "demo (synthetic images, not real patients)",
-    "dermamnist": "DermaMNIST (MedMNIST v2): real HAM10000 dermoscopic images, downsampled to 28x28 px, "
-                  "with MedMNIST's official image-level split",
+    "dermamnist": f"{DERMAMNIST_IMAGES}, with MedMNIST's official image-level split",
     "ham10000": "HAM10000 (real dermoscopic images, 600x450 px), lesion-grouped split",
 }
+# A DermaMNIST card names its split (the train stage writes it; older cards lack it: the official one).
+DERMAMNIST_SPLITS = {
+    ("official", False): "with MedMNIST's official image-level split (no lesion ids)",
+    ("official", True): "with MedMNIST's official split, which was drawn by image, and lesion ids "
+                        "(Abhishek et al. 2025)",
+    ("grouped", True): "lesion-grouped split, with lesion ids (Abhishek et al. 2025)",
+}
 DERMAMNIST_SIDE = 28  # px of DermaMNIST's images, whatever size the model was trained at
+
+
+def training_data(card: dict) -> str:
+    """The card's training data in words, with the split it was scored on."""
+    source = card.get("data_source")
+    if source != "dermamnist" or not isinstance(card.get("split"), dict):
+        return TRAINING_DATA.get(source, source or "unknown")
+    split = card["split"]
+    words = DERMAMNIST_SPLITS.get((split.get("scheme"), bool(split.get("lesion_ids"))),
+                                  f"split {split.get('scheme', 'unknown')}")
+    if split.get("exclude_test_lesions"):
+        words += "; train and val without the images of test lesions"
+    return f"{DERMAMNIST_IMAGES}, {words}"
 LOW_RESOLUTION = 128  # px: below this a dermoscopic photo loses its fine structure
 
 
@@ -226,7 +246,7 @@ def model_panel(served: ServedModel) -> str:
         f"- **Weights:** {served.revision}",
         f"- **Architecture:** {card['architecture']}, {served.img_size} px input, "
         f"ensemble of {len(served.cards)} fold model(s) (folds {folds})",
-        f"- **Training data:** {TRAINING_DATA.get(card.get('data_source'), card.get('data_source', 'unknown'))}",
+        f"- **Training data:** {training_data(card)}",
         f"- **Calibrated:** {calibration}",
         f"- **Validation balanced accuracy:** {val or 'not recorded'}",
     ]
