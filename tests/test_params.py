@@ -105,7 +105,7 @@ def test_scientific_notation_without_a_dot_is_a_float(tmp_path):
 
 @pytest.mark.parametrize("run", sorted(p.parent.name for p in (REPO / "results").glob("*/params.yaml")))
 def test_a_committed_results_params_file_still_runs_under_the_current_schema(run):
-    # README tells users to copy these files over params.yaml and run `dvc repro`: a key added to
+    # docs/dermamnist.md tells users to copy these files over params.yaml and run `dvc repro`: a key added to
     # the schema later must be added to them too, or that command stops at its first stage.
     folder = REPO / "results" / run
     params = load_params(folder / "params.yaml")
