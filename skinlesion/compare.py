@@ -27,8 +27,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import bootstrap, calibration, isic, metrics, revisions
-from .errors import RevisionError
+from . import bootstrap, calibration, isic, metrics, revisions, seen_lesions
+from .errors import DataError, RevisionError
 
 PREDICTIONS_DIR = "data/predictions"
 # Where the evaluate stage took each set's images from: the lesion ids are there, not in the
@@ -121,9 +121,30 @@ def load_side(rev: str, repo: str | Path = ".") -> Side:
                 truth_ids, onehot = _read_isic(f)
             side.sets[name] = _one_set(name, where, pred_ids, probs, truth_ids, onehot.argmax(axis=1), lesions,
                                        LESION_TABLES[name])
+        if "internal" in side.sets and fs.exists(str(seen_lesions.PATH)):
+            with fs.open(str(seen_lesions.PATH)) as f:
+                side.sets.update(_test_parts(side.sets["internal"], f, where))
     except revisions.read_errors() as e:
         raise CompareError(f"cannot read the predictions or lesion ids at {where} ({e}): {_fetch_hint(rev)}") from None
     return side
+
+
+def _test_parts(internal: SetPredictions, f, where: str) -> dict[str, SetPredictions]:
+    """internal.seen and internal.unseen: the official test set cut by whether a view of its lesion is
+    in the official train set (seen_lesions). The parts are drawn before split.exclude_test_lesions,
+    so a run with the exclusion and one without have the same parts and are paired part by part."""
+    try:
+        parts = seen_lesions.check(pd.read_csv(f, dtype=str, keep_default_na=False), seen_lesions.PATH)
+    except DataError as e:
+        raise CompareError(f"at {where}: {e}") from None
+    part_of = dict(zip(parts["image_id"], parts["part"]))
+    names = np.array([part_of.get(i, "") for i in internal.image_ids])
+    if (names == "").any():
+        raise CompareError(f"{seen_lesions.PATH} at {where} does not name the part of {int((names == '').sum())} "
+                           "internal test image(s); rerun `dvc repro split` there")
+    return {f"internal.{name}": SetPredictions(internal.image_ids[mask], internal.y_true[mask], internal.probs[mask],
+                                               internal.lesion_ids[mask])
+            for name in seen_lesions.PARTS if (mask := names == name).any()}
 
 
 def _read_isic(f) -> tuple[np.ndarray, np.ndarray]:

@@ -61,9 +61,13 @@ def read(path: str | Path = PATH) -> pd.DataFrame | None:
     path = Path(path)
     if not path.exists():
         return None
-    parts = pd.read_csv(path, dtype=str, keep_default_na=False)
+    return check(pd.read_csv(path, dtype=str, keep_default_na=False), path)
+
+
+def check(parts: pd.DataFrame, shown: str | Path) -> pd.DataFrame:
+    """`parts` when it is the table the split stage writes; else a DataError naming `shown`."""
     if tuple(parts.columns) != COLUMNS or not parts["part"].isin(PARTS).all():
-        raise DataError(f"{path} is not the split stage's table of test parts ({list(COLUMNS)}, part seen or "
+        raise DataError(f"{shown} is not the split stage's table of test parts ({list(COLUMNS)}, part seen or "
                         "unseen); rerun `dvc repro split`")
     return parts
 

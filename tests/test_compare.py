@@ -1,5 +1,6 @@
 """`python -m skinlesion.compare A B`: paired, lesion-level bootstrap intervals for B - A."""
 
+import io
 import json
 import shutil
 import subprocess
@@ -215,6 +216,44 @@ def test_only_the_sets_on_both_sides_are_compared():
     assert "external: not compared (predictions only at A)" in compare.format_report(report)
     with pytest.raises(CompareError, match="no set to compare"):
         compare.compare(a, side("b", probs, name="elsewhere"))
+
+
+def parts_file(image_ids: np.ndarray, lesions: np.ndarray, seen_lesions: set) -> io.StringIO:
+    """data/splits/test_parts.csv as the split stage writes it."""
+    part = ["seen" if lesion in seen_lesions else "unseen" for lesion in lesions]
+    table = pd.DataFrame({"image_id": image_ids, "lesion_id": lesions, "part": part})
+    return io.StringIO(table.to_csv(index=False))
+
+
+def test_the_seen_and_unseen_parts_are_compared_pair_by_pair():
+    image_ids, y, lesions = labelled_set(120, 0)
+    seen = set(lesions[::3])  # every third image's lesion also has a view in the official train set
+    a_probs, b_probs = softmax(logits_for(y, 0.8, 1)), softmax(logits_for(y, 2.5, 2))
+    sides = []
+    for rev, probs in (("a", a_probs), ("b", b_probs)):
+        s = side(rev, probs, (image_ids, y, lesions))
+        s.sets.update(compare._test_parts(s.sets["internal"], parts_file(image_ids, lesions, seen), rev))
+        sides.append(s)
+    report = compare.compare(*sides, n_resamples=200)
+    is_seen = np.isin(lesions, list(seen))
+    assert list(report["sets"]) == ["internal", "internal.seen", "internal.unseen"]
+    assert report["sets"]["internal.seen"]["n_images"] == is_seen.sum()
+    assert report["sets"]["internal.unseen"]["n_images"] == (~is_seen).sum()
+    assert report["sets"]["internal.seen"]["n_lesions"] == len(seen)
+    # Each part is scored on its own images: its point scores are those of the subset.
+    expected = compare.point_scores(y[is_seen], b_probs[is_seen])["balanced_accuracy"]
+    assert report["sets"]["internal.seen"]["metrics"]["balanced_accuracy"]["b"] == pytest.approx(expected)
+    assert "internal.seen: " in compare.format_report(report)
+
+
+def test_a_parts_table_that_misses_a_test_image_is_one_message():
+    image_ids, y, lesions = labelled_set(30, 0)
+    internal = SetPredictions(image_ids, y, softmax(logits_for(y, 1.0, 1)), lesions)
+    with pytest.raises(CompareError, match=r"does not name the part of 1 internal test image"):
+        compare._test_parts(internal, parts_file(image_ids[1:], lesions[1:], set()), "a (1234567)")
+    broken = io.StringIO("image_id,lesion_id,part\nISIC_0000000,HAM_0000000,maybe\n")
+    with pytest.raises(CompareError, match=r"at a \(1234567\): .*not the split stage's table of test parts"):
+        compare._test_parts(internal, broken, "a (1234567)")
 
 
 # --------------------------------------------------------------------------------------------

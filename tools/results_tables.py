@@ -58,7 +58,7 @@ VIEWS: dict[str, View] = {
         ("set", "{set}"), ("images (lesions)", "{images:,} ({lesions:,})"),
         ("balanced accuracy [95% CI]",
          "{balanced_accuracy} [{balanced_accuracy_ci_low}, {balanced_accuracy_ci_high}]"),
-        ("over 8 runs, mean ± sd", "{balanced_accuracy_spread}"),
+        ("over 9 runs, mean ± sd", "{balanced_accuracy_spread}"),
         ("macro AUC [95% CI]", "{macro_auc} [{macro_auc_ci_low}, {macro_auc_ci_high}]"),
         ("over 5 seeds, mean ± sd", "{macro_auc_spread}"),
         ("top-label ECE, raw -> temperature-scaled", "{ece_raw} -> {ece_scaled}")]),
