@@ -164,3 +164,13 @@ def test_a_cell_falls_back_when_its_figures_are_missing():
     assert tool.render_cell(template, {"a": "0.5", "lo": "", "hi": ""}) == "0.5"
     assert tool.render_cell("{a} / {b}", {"a": "1", "b": ""}) == ""
     assert tool.render_cell("{a}", {"a": "x | y"}) == "x \\| y"
+
+
+def test_a_dotted_key_finds_a_name_that_holds_a_dot():
+    # compare's JSON names its sets "internal", "internal.seen" and "internal.unseen", side by side
+    metrics = {"sets": {"internal": {"metrics": {"macro_auc": {"difference": 0.01}}},
+                        "internal.seen": {"metrics": {"macro_auc": {"difference": 0.05}}}}}
+    assert tool.source_figure("sets.internal.seen.metrics.macro_auc.difference", metrics, None) == 0.05
+    assert tool.source_figure("sets.internal.metrics.macro_auc.difference", metrics, None) == 0.01
+    assert tool.source_figure("sets.internal.unseen.metrics.macro_auc.difference", metrics, None) is None
+    assert tool.source_figure("sets.internal.seen.metrics", metrics, None) is None  # not a number

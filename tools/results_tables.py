@@ -115,6 +115,25 @@ VIEWS: dict[str, View] = {
     "dermamnist-probes": View("dermamnist-runs", [
         RUN, ("ACC", "{accuracy}"), ("AUC", "{macro_auc}"), ("balanced accuracy", "{balanced_accuracy}")],
         rows=["28px-3ep", "28px-10ep-onecycle"]),
+    "dermamnist-leak-headline": View("dermamnist-leak", [
+        ("split", "{split}"), ("part of the test set", "{part}"), ("images (lesions)", "{images:,} ({lesions:,})"),
+        ("ACC", "{accuracy}"),
+        ("balanced accuracy [95% CI]", "{balanced_accuracy} [{balanced_accuracy_ci_low}, {balanced_accuracy_ci_high}]"),
+        ("macro AUC", "{macro_auc}"),
+        ("paired, excluded - leak in: balanced accuracy [95% CI]",
+         "{paired_difference} [{paired_ci_low}, {paired_ci_high}] || ")]),
+    "dermamnist-leak": View("dermamnist-leak", [
+        RUN, ("part of the test set", "{part}"), ("images (lesions)", "{images:,} ({lesions:,})"),
+        ("images per class: " + ", ".join(CLASSES), ", ".join("{n_%s}" % c for c in CLASSES) + " || "),
+        ("ACC [95% CI]", "{accuracy} [{accuracy_ci_low}, {accuracy_ci_high}]"),
+        ("balanced accuracy [95% CI]", "{balanced_accuracy} [{balanced_accuracy_ci_low}, {balanced_accuracy_ci_high}]"),
+        ("macro AUC [95% CI]", "{macro_auc} [{macro_auc_ci_low}, {macro_auc_ci_high}]")]),
+    "dermamnist-leak-recall": View("dermamnist-leak", [
+        RUN, ("part of the test set", "{part}"), ("recall per class (argmax): " + ", ".join(CLASSES), RECALL)]),
+    "dermamnist-leak-paired": View("dermamnist-leak-paired", [
+        ("part of the official test set", "{set}"), ("images (lesions)", "{images:,} ({lesions:,})"),
+        ("metric", "{metric}"), ("with the leak", "{a}"), ("test lesions excluded", "{b}"),
+        ("excluded - with [95% CI]", "{difference} [{ci_low}, {ci_high}]"), ("verdict", "{verdict}")]),
     "benchmark-targets": View("benchmark-targets", [
         ("target (issue)", "{target}"), ("measured", "{measured}"), ("met?", "{met}")]),
     "data-stages-scale": View("data-stages-scale", [
@@ -141,7 +160,8 @@ VIEWS: dict[str, View] = {
 }
 
 # Which figure of a run's metrics file each column holds, where the row's source is one:
-# a dotted key of metrics/eval.json ({row} is the row's id), "a - b" a difference, "recall:<dx>"
+# a dotted key of the metrics file ({row} is the row's id, {<column>} any column of the row), "a - b" a
+# difference, "recall:<dx>"
 # the argmax recall from plots/internal_confusion.csv beside the metrics/ folder.
 SOURCE_KEYS: dict[str, dict[str, str]] = {
     "demo-replicates": {
@@ -165,6 +185,17 @@ SOURCE_KEYS: dict[str, dict[str, str]] = {
     "demo-replicates-unclipped": {
         "internal_balanced_accuracy": "internal.balanced_accuracy",
         "external_balanced_accuracy": "external.balanced_accuracy"},
+    "dermamnist-leak": {
+        "images": "{where}.n_images", "lesions": "{where}.n_lesions",
+        **{k: "{where}.%s" % k for k in ("accuracy", "balanced_accuracy", "macro_auc")},
+        **{f"{k}_ci_{end}": "{where}.%s_ci95.%s" % (k, end)
+           for k in ("accuracy", "balanced_accuracy", "macro_auc") for end in ("low", "high")},
+        **{f"n_{c}": "{where}.images_per_class.%s" % c for c in CLASSES}},  # recall: argmax, from the predictions
+    "dermamnist-leak-paired": {
+        "images": "sets.{set}.n_images", "lesions": "sets.{set}.n_lesions",
+        "a": "sets.{set}.metrics.{metric}.a", "b": "sets.{set}.metrics.{metric}.b",
+        "difference": "sets.{set}.metrics.{metric}.difference",
+        "ci_low": "sets.{set}.metrics.{metric}.ci95.low", "ci_high": "sets.{set}.metrics.{metric}.ci95.high"},
     "dermamnist-runs": {
         "accuracy": "internal.accuracy", "accuracy_ci_low": "internal.accuracy_ci95.low",
         "accuracy_ci_high": "internal.accuracy_ci95.high", "macro_auc": "internal.macro_auc",
@@ -311,12 +342,22 @@ def source_figure(key: str, metrics: dict, confusion: list[dict[str, str]] | Non
         dx = key.split(":", 1)[1]
         actual = [r for r in confusion if r["actual"] == dx]
         return sum(r["predicted"] == dx for r in actual) / len(actual) if actual else None
-    value = metrics
-    for part in key.split("."):
-        if not isinstance(value, dict) or part not in value:
-            return None
-        value = value[part]
-    return float(value) if isinstance(value, (int, float)) else None
+    value = _lookup(metrics, key.split("."))
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _lookup(value, parts: list[str]):
+    """value[a][b]... for the dotted key's parts, where a name may hold dots itself (compare's set
+    "internal.seen"): the longest name that is a key is taken first."""
+    if not parts:
+        return value
+    if not isinstance(value, dict):
+        return None
+    for n in range(len(parts), 0, -1):
+        name = ".".join(parts[:n])
+        if name in value and (found := _lookup(value[name], parts[n:])) is not None:
+            return found
+    return None
 
 
 def check_sources(tables: Tables) -> list[str]:
@@ -338,7 +379,7 @@ def check_sources(tables: Tables) -> list[str]:
             confusion = list(csv.DictReader(confusion_text.splitlines())) if confusion_text else None
             for column, key in keys.items():
                 shown = row.get(column, "")
-                exact = source_figure(key.replace("{row}", row["row"]), metrics, confusion)
+                exact = source_figure(key.format_map(row), metrics, confusion)
                 if shown and exact is not None and not agrees(shown, exact):
                     problems.append(f"results/{table}.csv, row {row['row']!r}, {column}: {shown}, but {source} "
                                     f"says {exact:.6g}")
