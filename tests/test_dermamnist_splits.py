@@ -16,6 +16,7 @@ import pytest
 from committed_params import committed_params, write_params
 from test_lesion_ids import COUNTS, EXCLUDED, LOCAL, SEEN_TEST, SHARED, lesion_table, read, workdir  # noqa: F401
 
+from stage_runs import exit_code
 from skinlesion import manifest, seen_lesions, splitting
 from skinlesion.classes import CLASSES
 from skinlesion.errors import DataError
@@ -52,18 +53,9 @@ def write_download_outputs(request) -> pd.DataFrame:
 
 def run_split(stage, work: Path, capsys, overrides: dict) -> tuple[int, str, str]:
     """`python stages/split.py` in work/; (exit code, stdout, stderr)."""
-    from skinlesion import cli
-
     write_params(work, overrides)
     capsys.readouterr()
-    argv, sys.argv = sys.argv, ["split.py"]
-    try:
-        cli.run(stage.main, cli.stage_parser(stage.__doc__))
-        code = 0
-    except SystemExit as e:
-        code = e.code
-    finally:
-        sys.argv = argv
+    code = exit_code(stage, "split.py")
     out = capsys.readouterr()
     return code, out.out, out.err
 

@@ -17,10 +17,10 @@ import pytest
 from test_sources import ROWS, jpg, kaggle
 from committed_params import committed_params, write_params
 
+from stage_runs import exit_code
 from skinlesion import atomic
 from skinlesion.acquire import archives, dataverse, fetch, routes
 from skinlesion.manifest import DataError
-from skinlesion.acquire.sources import read_ham10000
 
 REPO = Path(__file__).parents[1]
 ZEROS = 64 * 2**20  # deflates to ~64 KB: a compression ratio of ~1000
@@ -44,21 +44,9 @@ def download_stage():
 
 def run_stage(stage, work: Path, capsys, **data) -> tuple[int, str]:
     """Run the download stage as `python stages/download.py` would, in work/; (exit code, stderr)."""
-    from skinlesion import cli
-
     write_params(work, {"data": data})
     capsys.readouterr()
-    cwd, argv = Path.cwd(), sys.argv
-    os.chdir(work)
-    sys.argv = ["download.py"]
-    try:
-        cli.run(stage.main, cli.stage_parser(stage.__doc__))
-        code = 0
-    except SystemExit as e:
-        code = e.code
-    finally:
-        os.chdir(cwd)
-        sys.argv = argv
+    code = exit_code(stage, "download.py", work)
     return code, capsys.readouterr().err
 
 

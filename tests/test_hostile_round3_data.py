@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import functools
 import io
-import os
-import sys
 import tempfile
 import zipfile
 from pathlib import Path
@@ -22,6 +20,7 @@ from test_download_safety import copy_at, download_stage, offline, snapshot, tem
 from test_sources import ROWS, jpg, kaggle, unified_copy
 
 from committed_params import write_params
+from stage_runs import exit_code
 from skinlesion.acquire import archives, dermamnist, routes
 from skinlesion.acquire.sources import read_ham10000
 from skinlesion.classes import CLASSES
@@ -33,20 +32,8 @@ REPO = Path(__file__).resolve().parents[1]
 def run_stage(stage, work: Path, capsys) -> tuple[int, str]:
     """Run the download stage as `python stages/download.py` would, in work/ (its params.yaml
     written already); (exit code, stderr)."""
-    from skinlesion import cli
-
     capsys.readouterr()
-    cwd, argv = Path.cwd(), sys.argv
-    os.chdir(work)
-    sys.argv = ["download.py"]
-    try:
-        cli.run(stage.main, cli.stage_parser(stage.__doc__))
-        code = 0
-    except SystemExit as e:
-        code = e.code
-    finally:
-        os.chdir(cwd)
-        sys.argv = argv
+    code = exit_code(stage, "download.py", work)
     return code, capsys.readouterr().err
 
 

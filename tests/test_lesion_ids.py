@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -19,6 +18,7 @@ from PIL import Image
 from committed_params import write_params
 from test_download_safety import download_stage  # noqa: F401 (the stage's loader, a fixture)
 
+from stage_runs import exit_code
 from skinlesion.acquire import dermamnist, fetch, lesion_ids
 from skinlesion.classes import CLASSES
 from skinlesion.errors import DataError
@@ -213,20 +213,11 @@ def test_a_param_that_names_nothing_is_an_error(workdir):
 
 def run_download_stage(stage, work: Path, capsys, **data) -> tuple[int, str]:
     """`python stages/download.py` on the fixture npz with the official split, in work/; (exit code, stderr)."""
-    from skinlesion import cli
-
     write_params(work, {"data": {"source": "dermamnist", "dermamnist_path": "copy/dermamnist.npz", "external": "none",
                                  "img_size": 28, **data},
                         "split": {"scheme": "official"}, "train": {"folds": [0]}})
     capsys.readouterr()
-    argv, sys.argv = sys.argv, ["download.py"]
-    try:
-        cli.run(stage.main, cli.stage_parser(stage.__doc__))
-        code = 0
-    except SystemExit as e:
-        code = e.code
-    finally:
-        sys.argv = argv
+    code = exit_code(stage, "download.py")
     return code, capsys.readouterr().err
 
 
