@@ -134,6 +134,19 @@ VIEWS: dict[str, View] = {
         ("part of the official test set", "{set}"), ("images (lesions)", "{images:,} ({lesions:,})"),
         ("metric", "{metric}"), ("with the leak", "{a}"), ("test lesions excluded", "{b}"),
         ("excluded - with [95% CI]", "{difference} [{ci_low}, {ci_high}]"), ("verdict", "{verdict}")]),
+    "dermamnist-leak-seeds": View("dermamnist-leak-seeds", [
+        ("split", "{split}"), ("seed", "{seed}"),
+        ("balanced accuracy: all / seen / unseen",
+         "{all_balanced_accuracy} / {seen_balanced_accuracy} / {unseen_balanced_accuracy}"),
+        ("macro AUC: all / seen / unseen", "{all_macro_auc} / {seen_macro_auc} / {unseen_macro_auc}"),
+        ("ACC: all / seen / unseen", "{all_accuracy} / {seen_accuracy} / {unseen_accuracy}")]),
+    "dermamnist-leak-paired-seeds": View("dermamnist-leak-paired-seeds", [
+        ("seed", "{seed}"),
+        *[(f"{part}: balanced accuracy, excluded - leak in",
+           f"{{{part}_ba_difference}} [{{{part}_ba_ci_low}}, {{{part}_ba_ci_high}}] || {{{part}_ba_difference}}")
+          for part in ("all", "seen", "unseen")],
+        *[(f"{part}: macro AUC", f"{{{part}_auc_difference}} [{{{part}_auc_ci_low}}, {{{part}_auc_ci_high}}] || "
+           f"{{{part}_auc_difference}}") for part in ("all", "seen", "unseen")]]),
     "benchmark-targets": View("benchmark-targets", [
         ("target (issue)", "{target}"), ("measured", "{measured}"), ("met?", "{met}")]),
     "data-stages-scale": View("data-stages-scale", [
@@ -196,6 +209,15 @@ SOURCE_KEYS: dict[str, dict[str, str]] = {
         "a": "sets.{set}.metrics.{metric}.a", "b": "sets.{set}.metrics.{metric}.b",
         "difference": "sets.{set}.metrics.{metric}.difference",
         "ci_low": "sets.{set}.metrics.{metric}.ci95.low", "ci_high": "sets.{set}.metrics.{metric}.ci95.high"},
+    "dermamnist-leak-seeds": {
+        f"{part}_{k}": f"{where}.{k}" for part, where in (("all", "internal"), ("seen", "internal.parts.seen"),
+                                                         ("unseen", "internal.parts.unseen"))
+        for k in ("accuracy", "balanced_accuracy", "macro_auc")},
+    "dermamnist-leak-paired-seeds": {
+        f"{part}_{short}_{field}": f"sets.{name}.metrics.{metric}.{path}"
+        for part, name in (("all", "internal"), ("seen", "internal.seen"), ("unseen", "internal.unseen"))
+        for metric, short in (("balanced_accuracy", "ba"), ("macro_auc", "auc"))
+        for field, path in (("difference", "difference"), ("ci_low", "ci95.low"), ("ci_high", "ci95.high"))},
     "dermamnist-runs": {
         "accuracy": "internal.accuracy", "accuracy_ci_low": "internal.accuracy_ci95.low",
         "accuracy_ci_high": "internal.accuracy_ci95.high", "macro_auc": "internal.macro_auc",
