@@ -216,6 +216,8 @@ def training_data(card: dict) -> str:
     if split.get("exclude_test_lesions"):
         words += "; train and val without the images of test lesions"
     return f"{DERMAMNIST_IMAGES}, {words}"
+
+
 LOW_RESOLUTION = 128  # px: below this a dermoscopic photo loses its fine structure
 
 
